@@ -1,0 +1,24 @@
+"""``ffbench``: latency, parity and accuracy of a model or artifact on a runtime."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ffedge.cli.common import dispatch
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(
+        "ffbench",
+        "Measure a FeatherFace model or artifact: latency, memory, size, parity, accuracy.",
+        SUBCOMMANDS,
+        argv,
+        default="run" if "run" in SUBCOMMANDS else None,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""``ffexport``: PyTorch checkpoint -> verified deployment artifact."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ffedge.cli.common import dispatch
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(
+        "ffexport",
+        "Export a FeatherFace model to a verified, self-describing deployment artifact.",
+        SUBCOMMANDS,
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

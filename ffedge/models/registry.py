@@ -1,0 +1,95 @@
+"""The model registry: ``create_model(name, checkpoint=...)`` over one file per family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ffedge.errors import FFEdgeError
+from ffedge.spec import DeploymentSpec
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    spec: DeploymentSpec
+    description: str
+    builder: Callable[..., object]
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+FAMILIES = ("v1",)  # one module per family; importing it registers its builder(s)
+
+
+def register_model(name: str, spec: DeploymentSpec, description: str):
+    """Decorator for a builder ``fn(state_dict=None, spec=..., **overrides) -> FaceDetector``.
+
+    The builder sees the checkpoint's state_dict (when one is given) so that shapes such as
+    a pruned backbone's widths can be read from it before the module is built.
+    """
+
+    def wrap(fn: Callable[..., object]) -> Callable[..., object]:
+        _REGISTRY[name] = ModelEntry(name, spec, description, fn)
+        return fn
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the family modules fills the registry.
+    import importlib
+
+    for family in FAMILIES:
+        importlib.import_module(f"ffedge.models.{family}")
+
+
+def list_models() -> list[str]:
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise FFEdgeError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def get_spec(name: str) -> DeploymentSpec:
+    return get_entry(name).spec
+
+
+def create_model(
+    name: str,
+    checkpoint: str | Path | dict | None = None,
+    input_size: tuple[int, int] | None = None,
+    **overrides,
+):
+    """Build model ``name`` in eval mode, loading ``checkpoint`` strictly if given.
+
+    ``checkpoint`` may be a path or an already-read state_dict. ``input_size`` (H, W)
+    changes the deployment spec's export size; the module itself accepts any size
+    divisible by 32.
+    """
+    from ffedge.models.checkpoint import load_strict, read_state_dict, unwrap_state_dict
+
+    entry = get_entry(name)
+    spec = entry.spec if input_size is None else entry.spec.with_input_size(*input_size)
+    state_dict = None
+    source = "checkpoint"
+    if isinstance(checkpoint, (str, Path)):
+        source = str(checkpoint)
+        state_dict = read_state_dict(checkpoint)
+    elif checkpoint is not None:
+        state_dict = unwrap_state_dict(checkpoint)
+    try:
+        model = entry.builder(state_dict=state_dict, spec=spec, **overrides)
+    except KeyError as exc:
+        raise FFEdgeError(
+            f"{source} does not fit model '{name}': missing key {exc.args[0]}"
+        ) from None
+    if state_dict is not None:
+        load_strict(model, state_dict, name, source)
+    model.spec = replace(spec)
+    return model.eval()
