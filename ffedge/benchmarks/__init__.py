@@ -1,0 +1,1 @@
+"""benchmarks area of FeatherFace Edge."""

@@ -1,0 +1,1 @@
+"""calibration area of FeatherFace Edge."""
