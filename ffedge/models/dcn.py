@@ -59,7 +59,14 @@ class _NativeDeformConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, offset, mask, bias, stride, padding, dilation):  # noqa: D102
-        return deform_conv2d(x, offset, mask, weight, bias, stride, padding, dilation)
+        # Compute outside the tracer: the exporter must see one opaque op, not the
+        # sampling subgraph (whose inlined form breaks the TorchScript peephole pass).
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return deform_conv2d(x, offset, mask, weight, bias, stride, padding, dilation)
+        finally:
+            torch._C._set_tracing_state(state)
 
     @staticmethod
     def symbolic(g, x, weight, offset, mask, bias, stride, padding, dilation):  # noqa: D102

@@ -10,6 +10,7 @@ from ffedge.runtimes.base import Runner
 # runtime name -> artifact suffixes it runs
 RUNTIMES: dict[str, tuple[str, ...]] = {
     "torch": (".pth", ".pt"),
+    "onnxruntime": (".onnx",),
 }
 
 
@@ -47,4 +48,10 @@ def load_runner(
     runtime = runtime or runtime_for(path)
     if runtime not in RUNTIMES:
         raise FFEdgeError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
-    raise FFEdgeError(f"runtime {runtime!r} is not available in this build")
+    if runtime == "onnxruntime":
+        from ffedge.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(path, model, input_size, threads)
+    if runtime == "torch":
+        raise FFEdgeError("--runtime torch runs a model: give --model NAME [--checkpoint PATH]")
+    raise FFEdgeError(f"runtime {runtime!r} cannot run {path.name}")

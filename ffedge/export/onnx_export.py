@@ -1,0 +1,172 @@
+"""PyTorch -> ONNX: trace, simplify, check, stamp metadata, verify, then write atomically."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ffedge.errors import FFEdgeError, require
+from ffedge.export.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata
+from ffedge.export.wrapper import DeployWrapper
+from ffedge.models.dcn import has_dcn, set_dcn_lowering
+
+NATIVE_DCN_MIN_OPSET = 19
+DEFAULT_OPSET = 17
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    """What shapes the traced graph: one argument table shared by every target."""
+
+    opset: int | None = None  # None: 19 with native DCN, else 17
+    dynamic_batch: bool = False
+    dynamic_size: bool = False
+    simplify: bool = True
+    dcn: str = "native"  # "native" (ONNX DeformConv) or "gridsample"
+
+    def resolved_opset(self, model_has_dcn: bool) -> int:
+        if self.opset is not None:
+            if model_has_dcn and self.dcn == "native" and self.opset < NATIVE_DCN_MIN_OPSET:
+                raise FFEdgeError(
+                    f"--opset {self.opset} is too low for --dcn native (ONNX DeformConv needs "
+                    f"opset >= {NATIVE_DCN_MIN_OPSET}); raise it or use --dcn gridsample"
+                )
+            return self.opset
+        if model_has_dcn and self.dcn == "native":
+            return NATIVE_DCN_MIN_OPSET
+        return DEFAULT_OPSET
+
+
+@dataclass
+class OnnxGraph:
+    """An exported, simplified and checked ONNX model (in memory, not yet written)."""
+
+    proto: Any  # onnx.ModelProto
+    opset: int
+    simplifier: str
+    node_histogram: dict[str, int] = field(default_factory=dict)
+
+    def serialize(self) -> bytes:
+        return self.proto.SerializeToString(deterministic=True)
+
+
+def trace_to_onnx(model: torch.nn.Module, input_size: tuple[int, int], options: OnnxOptions,
+                  nhwc: bool = False) -> OnnxGraph:
+    """Trace ``model`` (eval mode) with the TorchScript exporter into a simplified graph."""
+    onnx = require("onnx", "onnx")
+    model = model.eval()
+    dcn = has_dcn(model)
+    opset = options.resolved_opset(dcn)
+    if dcn:
+        set_dcn_lowering(model, options.dcn)
+    h, w = input_size
+    shape = (1, h, w, 3) if nhwc else (1, 3, h, w)
+    dummy = torch.zeros(shape, dtype=torch.float32)
+    dyn: dict[str, dict[int, str]] = {}
+    if options.dynamic_batch or options.dynamic_size:
+        in_axes: dict[int, str] = {}
+        if options.dynamic_batch:
+            in_axes[0] = "batch"
+        if options.dynamic_size:
+            in_axes.update({1: "height", 2: "width"} if nhwc else {2: "height", 3: "width"})
+        dyn[INPUT_NAME] = in_axes
+        out_axes: dict[int, str] = {}
+        if options.dynamic_batch:
+            out_axes[0] = "batch"
+        if options.dynamic_size:
+            out_axes[1] = "priors"
+        for name in OUTPUT_NAMES:
+            dyn[name] = dict(out_axes)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            DeployWrapper(model, nhwc=nhwc),
+            (dummy,),
+            buf,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamic_axes=dyn or None,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    simplifier = "none"
+    if options.simplify:
+        proto, simplifier = simplify(proto)
+    check(proto)
+    return OnnxGraph(proto, opset, simplifier, node_histogram(proto))
+
+
+def simplify(proto):
+    """onnxsim first (constant folding + shape-aware fusion); onnxslim when onnxsim is absent
+    or fails. Returns (model, name of the tool that ran)."""
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(proto)
+        if ok:
+            return simplified, f"onnxsim {getattr(onnxsim, '__version__', '')}".strip()
+    except ImportError:
+        pass
+    except Exception as exc:  # onnxsim raises bare RuntimeErrors from C++
+        warnings.warn(f"onnxsim failed ({str(exc)[:120]}); trying onnxslim", stacklevel=2)
+    try:
+        import onnxslim
+
+        return onnxslim.slim(proto), f"onnxslim {getattr(onnxslim, '__version__', '')}".strip()
+    except ImportError:
+        return proto, "none (install onnxsim)"
+
+
+def check(proto) -> None:
+    """onnx.checker with full (strict) shape inference."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise FFEdgeError(f"exported graph is not valid ONNX: {str(exc).splitlines()[0]}") from None
+
+
+def node_histogram(proto) -> dict[str, int]:
+    return dict(sorted(Counter(n.op_type for n in proto.graph.node).items(),
+                       key=lambda kv: (-kv[1], kv[0])))
+
+
+def stamp(proto, meta: ArtifactMetadata) -> None:
+    """Replace our metadata_props (keeping foreign ones) and the producer fields."""
+    keep = [p for p in proto.metadata_props if not p.key.startswith("ffedge.")]
+    del proto.metadata_props[:]
+    for p in keep:
+        proto.metadata_props.add(key=p.key, value=p.value)
+    for k, v in meta.to_props().items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.producer_name = "featherface-edge"
+    proto.producer_version = meta.tool_version
+    proto.doc_string = f"FeatherFace {meta.model} face detector ({meta.precision})"
+
+
+def read_metadata(proto) -> ArtifactMetadata | None:
+    return ArtifactMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+
+
+def random_images(n: int, input_size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    """Deterministic noise images with some structure (blurred blobs), uint8 BGR."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = input_size
+    out = []
+    for _ in range(n):
+        img = rng.integers(0, 256, size=(h // 8, w // 8, 3), dtype=np.uint8)
+        out.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC))
+    return out

@@ -1,0 +1,80 @@
+"""ONNX Runtime runner (CPU by default; other providers when the wheel has them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ffedge.errors import FFEdgeError, require
+from ffedge.export.metadata import OUTPUT_NAMES, ArtifactMetadata
+from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner
+
+
+def _info_from_model(path: Path, model_name: str | None,
+                     input_size: tuple[int, int] | None) -> ArtifactInfo:
+    onnx = require("onnx", "onnx")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors have many types
+        raise FFEdgeError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+    meta = ArtifactMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+    inp = proto.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    layout = "NHWC" if len(dims) == 4 and dims[3] == 3 and dims[1] != 3 else "NCHW"
+    hw = (dims[1], dims[2]) if layout == "NHWC" else (dims[2], dims[3]) if len(dims) == 4 else (None, None)
+    fixed = (int(hw[0]), int(hw[1])) if hw[0] and hw[1] else None
+    if meta is None:
+        if model_name is None:
+            raise FFEdgeError(
+                f"{path.name} carries no FeatherFace metadata; pass --model NAME to supply "
+                "its deployment spec"
+            )
+        from ffedge.models import get_spec
+
+        spec = get_spec(model_name)
+        meta = ArtifactMetadata(model=model_name, spec=spec, precision="unknown")
+    spec = meta.spec
+    if fixed is not None:
+        spec = spec.with_input_size(*fixed)
+    elif input_size is not None:
+        spec = spec.with_input_size(*input_size)
+    return ArtifactInfo(model=meta.model, spec=spec, precision=meta.precision, path=path,
+                        fixed_size=fixed, layout=layout,
+                        extra={"metadata": meta, "opset": proto.opset_import[0].version})
+
+
+class OnnxRuntimeRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | Path, model_name: str | None = None,
+                 input_size: tuple[int, int] | None = None, threads: int | None = None,
+                 providers: list[str] | None = None) -> None:
+        p = Path(path)
+        super().__init__(_info_from_model(p, model_name, input_size), threads)
+        self.providers = providers
+        self.session = None
+
+    def _activate(self) -> None:
+        ort = require("onnxruntime", "onnx")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        providers = self.providers or ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(self.info.path), so, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types
+            raise FFEdgeError(f"onnxruntime cannot load {self.info.path.name}: "
+                              f"{str(exc).splitlines()[0][:200]}") from None
+        self._input = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        self._outputs = list(OUTPUT_NAMES) if set(OUTPUT_NAMES) <= set(names) else names[:3]
+
+    def _infer(self, batch: np.ndarray) -> Outputs:
+        if self.info.layout == "NHWC":
+            batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        boxes, scores, landmarks = self.session.run(self._outputs, {self._input: batch})
+        return boxes, scores, landmarks
