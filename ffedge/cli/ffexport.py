@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 from ffedge.cli.common import dispatch
 
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "onnx": ("ffedge.cli.export_onnx", "FP32 ONNX: traced, simplified, verified against PyTorch"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
