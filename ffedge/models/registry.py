@@ -19,6 +19,7 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+INIT_SEED = 0
 FAMILIES = ("v1",)  # one module per family; importing it registers its builder(s)
 
 
@@ -84,7 +85,12 @@ def create_model(
     elif checkpoint is not None:
         state_dict = unwrap_state_dict(checkpoint)
     try:
-        model = entry.builder(state_dict=state_dict, spec=spec, **overrides)
+        import torch
+
+        # Random init is seeded: random-weight exports are reproducible and comparable.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(INIT_SEED)
+            model = entry.builder(state_dict=state_dict, spec=spec, **overrides)
     except KeyError as exc:
         raise FFEdgeError(
             f"{source} does not fit model '{name}': missing key {exc.args[0]}"
