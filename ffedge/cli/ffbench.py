@@ -7,7 +7,10 @@ from collections.abc import Sequence
 
 from ffedge.cli.common import dispatch
 
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("ffedge.cli.bench_run", "Benchmark one runtime (the default: `ffbench --runtime R ...`)"),
+    "compare": ("ffedge.cli.bench_compare", "Several runtimes on the same inputs, one table"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,121 @@
+"""``ffbench [run]`` and ``ffbench compare``: latency, memory, size and parity per runtime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from ffedge.cli.args import add_model_args, imgsz, resolve_checkpoint
+from ffedge.errors import FFEdgeError
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    add_model_args(p, model_required=False)
+    p.add_argument("--threads", type=int, default=2, help="threads per runtime (default 2)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--images", type=Path, default=None,
+                   help="folder of photos for end-to-end timing and parity (default: synthetic)")
+    p.add_argument("--json", type=Path, default=None, help="write results as JSON here")
+    p.add_argument("--no-parity", action="store_true", help="skip the comparison with torch")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default=None, help="torch, onnxruntime, openvino, tflite, trt")
+    p.add_argument("--artifact", type=Path, default=None, help="exported model to run")
+    add_common(p)
+
+
+def load_images(folder: Path | None, input_size: tuple[int, int], limit: int = 32) -> list:
+    from ffedge.export.onnx_export import random_images
+    from ffedge.imageio import list_images, read_image
+
+    if folder is None:
+        return random_images(2, input_size)
+    images, bad = [], 0
+    for f in list_images(folder)[:limit]:
+        try:
+            images.append(read_image(f))
+        except FFEdgeError as exc:
+            bad += 1
+            print(f"warning: {exc}", file=sys.stderr)
+    if not images:
+        raise FFEdgeError(f"no readable images in {folder}")
+    return images
+
+
+def reference_checkpoint(args: argparse.Namespace, runner) -> tuple[Path | None, str | None]:
+    """The weights that reproduce ``runner``'s artifact in torch, or (None, why not)."""
+    from ffedge.models.checkpoint import file_sha256
+    from ffedge.weights import bundled_checkpoint
+
+    meta = runner.info.extra.get("metadata")
+    want = getattr(meta, "checkpoint_sha256", "") if meta else ""
+    if args.checkpoint is not None:
+        if want and file_sha256(args.checkpoint) != want:
+            print("warning: --checkpoint differs from the one the artifact was exported from",
+                  file=sys.stderr)
+        return args.checkpoint, None
+    if not want:
+        return None, None  # exported from the seeded random init: torch reproduces it
+    bundled = bundled_checkpoint(runner.info.model)
+    if bundled is not None and file_sha256(bundled) == want:
+        return bundled, None
+    return None, "pass --checkpoint with the weights the artifact was exported from"
+
+
+def make_runner(runtime: str | None, artifact: Path | None, args, workdir: Path):
+    from ffedge.export.targets import build_for_runtime
+    from ffedge.runtimes import load_runner
+
+    size = imgsz(args)
+    if artifact is None and runtime not in (None, "torch"):
+        if not args.model:
+            raise FFEdgeError("give --model NAME (to export on the fly) or --artifact PATH")
+        artifact = build_for_runtime(runtime, args.model, resolve_checkpoint(args, quiet=True),
+                                     size, workdir)
+    if artifact is None:
+        return load_runner("torch", model=args.model, checkpoint=resolve_checkpoint(args),
+                           input_size=size, threads=args.threads)
+    return load_runner(runtime, artifact=artifact, model=args.model, input_size=size,
+                       threads=args.threads)
+
+
+def torch_reference(args, runner):
+    from ffedge.runtimes.torch_runner import TorchRunner
+
+    if runner.runtime == "torch" or args.no_parity:
+        return None
+    ckpt, why = reference_checkpoint(args, runner)
+    if why:
+        print(f"note: parity skipped: {why}", file=sys.stderr)
+        return None
+    return TorchRunner(runner.info.model, ckpt, runner.spec.input_size, threads=args.threads)
+
+
+def emit(results, args) -> None:
+    from ffedge.benchmarks.bench import render_table
+
+    print(render_table(results))
+    if args.json:
+        doc = {"results": [r.to_dict() for r in results]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ffedge.benchmarks.bench import benchmark
+
+    if args.artifact is None and not args.model:
+        raise FFEdgeError("give --model NAME or --artifact PATH")
+    with tempfile.TemporaryDirectory(prefix="ffbench-") as tmp:
+        runner = make_runner(args.runtime, args.artifact, args, Path(tmp))
+        images = load_images(args.images, runner.spec.input_size)
+        ref = torch_reference(args, runner)
+        result = benchmark(runner, images, args.warmup, args.iterations, reference=ref)
+    emit([result], args)
+    return 0
