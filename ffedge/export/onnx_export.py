@@ -88,7 +88,7 @@ def trace_to_onnx(model: torch.nn.Module, input_size: tuple[int, int], options: 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            DeployWrapper(model, nhwc=nhwc),
+            DeployWrapper(model, nhwc=nhwc).eval(),
             (dummy,),
             buf,
             input_names=[INPUT_NAME],

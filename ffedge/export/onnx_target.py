@@ -102,7 +102,12 @@ def export_onnx(
             cand = OnnxRuntimeRunner(tmp, threads=threads)
             batches = verification_batches(spec, verify_images or [])
             report.parity = verify_runner(ref, cand, batches)
-            reasons = report.parity.failures(FP32_TOLERANCES, FP32_MIN_AGREEMENT)
+            # Random weights put most scores near 0.5, where float rounding flips NMS
+            # near-ties: there only the raw-output tolerances gate, agreement is reported.
+            min_f1 = FP32_MIN_AGREEMENT if checkpoint is not None else 0.0
+            if checkpoint is None:
+                report.notes.append("random weights: detection agreement reported, not gated")
+            reasons = report.parity.failures(FP32_TOLERANCES, min_f1)
             if reasons:
                 raise FFEdgeError(
                     f"verification failed, nothing written to {out}: " + "; ".join(reasons)
