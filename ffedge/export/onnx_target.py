@@ -10,7 +10,12 @@ from ffedge.errors import FFEdgeError
 from ffedge.export.atomic import atomic_path
 from ffedge.export.metadata import ArtifactMetadata
 from ffedge.export.onnx_export import OnnxOptions, stamp, trace_to_onnx
-from ffedge.export.verify import FP32_MIN_AGREEMENT, FP32_TOLERANCES, verification_batches, verify_runner
+from ffedge.export.verify import (
+    FP32_MIN_AGREEMENT,
+    FP32_TOLERANCES,
+    verification_batches,
+    verify_runner,
+)
 from ffedge.models.dcn import has_dcn
 from ffedge.runtimes.compare import ParityReport
 
@@ -60,7 +65,7 @@ def export_onnx(
     checkpoint: str | Path | None = None,
     output: str | Path | None = None,
     input_size: tuple[int, int] | None = None,
-    options: OnnxOptions = OnnxOptions(),
+    options: OnnxOptions | None = None,
     verify_images: list[str | Path] | None = None,
     verify: bool = True,
     threads: int | None = None,
@@ -74,6 +79,7 @@ def export_onnx(
     from ffedge.runtimes.onnxruntime_runner import OnnxRuntimeRunner
     from ffedge.runtimes.torch_runner import TorchRunner
 
+    options = options or OnnxOptions()
     t0 = time.perf_counter()
     net = create_model(model, checkpoint=checkpoint, input_size=input_size)
     spec = net.spec

@@ -35,13 +35,14 @@ class SSH(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, conv: ConvFactory = plain_conv3x3(),
+        self, in_channels: int, out_channels: int, conv: ConvFactory | None = None,
         leaky: float = 0.1,
     ) -> None:
         super().__init__()
         if out_channels % 4:
             raise ValueError("SSH out_channels must be divisible by 4")
         half, quarter = out_channels // 2, out_channels // 4
+        conv = conv or plain_conv3x3()
 
         def block(cin: int, cout: int, act: bool) -> nn.Sequential:
             layers: list[nn.Module] = [conv(cin, cout), nn.BatchNorm2d(cout)]
