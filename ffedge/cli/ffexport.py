@@ -9,6 +9,7 @@ from ffedge.cli.common import dispatch
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "onnx": ("ffedge.cli.export_onnx", "FP32 ONNX: traced, simplified, verified against PyTorch"),
+    "int8": ("ffedge.cli.export_int8", "INT8 QDQ ONNX (onnxruntime), calibrated, fidelity-gated"),
 }
 
 

@@ -60,7 +60,9 @@ def trace_to_onnx(model: torch.nn.Module, input_size: tuple[int, int], options: 
                   nhwc: bool = False) -> OnnxGraph:
     """Trace ``model`` (eval mode) with the TorchScript exporter into a simplified graph."""
     onnx = require("onnx", "onnx")
-    model = model.eval()
+    from ffedge.export.fold import fold_dcn_batchnorm
+
+    model, _ = fold_dcn_batchnorm(model.eval())
     dcn = has_dcn(model)
     opset = options.resolved_opset(dcn)
     if dcn:

@@ -1,0 +1,139 @@
+"""INT8 QDQ ONNX through ONNX Runtime's static quantisation.
+
+Weights int8 per channel; activations uint8 asymmetric by default or int8 symmetric
+(``symmetric=True``: the form TensorRT's explicit quantisation and most NPUs want).
+On x86 CPUs without VNNI, ORT's u8s8 kernels accumulate pairs in int16 and saturate;
+``reduce_range`` (7-bit weights) avoids that, so by default it is turned on exactly there.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ffedge.errors import FFEdgeError, require
+
+METHODS = ("minmax", "entropy", "percentile")
+QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    symmetric: bool = False
+    method: str = "minmax"
+    exclude: tuple[str, ...] = ()  # node names or op types kept in float (user-given)
+    fallback: tuple[str, ...] = ()  # node names kept in float by the auto-fallback search
+    per_channel: bool = True
+    reduce_range: bool | None = None  # None: on for uint8 activations on CPUs without VNNI
+    percentile: float = 99.999
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise FFEdgeError(f"unknown calibration method {self.method!r}; choose one of {METHODS}")
+
+    def resolved_reduce_range(self) -> bool:
+        if self.reduce_range is not None:
+            return self.reduce_range
+        return not self.symmetric and not cpu_has_vnni()
+
+    def with_fallback(self, names: list[str] | tuple[str, ...]) -> QuantOptions:
+        return replace(self, fallback=tuple(dict.fromkeys(names)))
+
+    def describe(self) -> dict:
+        return {"activations": "int8 symmetric" if self.symmetric else "uint8 asymmetric",
+                "weights": "int8 per-channel" if self.per_channel else "int8 per-tensor",
+                "method": self.method, "reduce_range": self.resolved_reduce_range(),
+                "excluded": list(self.exclude), "fallback_nodes": len(self.fallback)}
+
+
+def cpu_has_vnni() -> bool:
+    """True on x86 CPUs with AVX-512 VNNI or AVX-VNNI (int8 dot products without int16
+    saturation); False elsewhere, including when /proc/cpuinfo is unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_exclusions(model_path: Path, exclude: tuple[str, ...]) -> list[str]:
+    """Node names for ``exclude`` entries that are op types; names pass through.
+    An entry that is neither fails with the closest names."""
+    onnx = require("onnx", "onnx")
+    proto = onnx.load(str(model_path))
+    names = {n.name for n in proto.graph.node}
+    by_type: dict[str, list[str]] = {}
+    for n in proto.graph.node:
+        by_type.setdefault(n.op_type, []).append(n.name)
+    out: list[str] = []
+    for e in exclude:
+        if e in names:
+            out.append(e)
+        elif e in by_type:
+            out.extend(by_type[e])
+        else:
+            hits = [n for n in names if e in n][:3]
+            raise FFEdgeError(f"--exclude {e!r} is neither a node name nor an op type in the "
+                              f"graph" + (f" (did you mean {', '.join(hits)}?)" if hits else ""))
+    return out
+
+
+def quantize_qdq(fp32_path: str | Path, out_path: str | Path, dataset, options: QuantOptions,
+                 input_name: str = "images") -> Path:
+    """Static QDQ quantisation of ``fp32_path`` calibrated on ``dataset`` (a
+    :class:`~ffedge.calibration.CalibrationDataset`), written to ``out_path``."""
+    require("onnxruntime", "onnx")
+    from onnxruntime.quantization import CalibrationMethod
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[options.method]
+    extra = {"ActivationSymmetric": options.symmetric, "WeightSymmetric": True}
+    if options.method == "percentile":
+        extra["CalibPercentile"] = options.percentile
+    with tempfile.TemporaryDirectory(prefix="ffedge-q-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        root = logging.getLogger()
+        level = root.level
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root.setLevel(logging.ERROR)  # the quantiser logs per-tensor chatter at WARNING
+            try:
+                _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, extra)
+            finally:
+                root.setLevel(level)
+    return Path(out_path)
+
+
+def _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, extra) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    excluded = resolve_exclusions(pre, options.exclude) + list(options.fallback)
+    quantize_static(
+        str(pre), str(out_path), dataset.as_ort_reader(input_name),
+        quant_format=QuantFormat.QDQ,
+        per_channel=options.per_channel,
+        activation_type=QuantType.QInt8 if options.symmetric else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=method,
+        nodes_to_exclude=excluded,
+        op_types_to_quantize=None,
+        reduce_range=options.resolved_reduce_range(),
+        extra_options=extra,
+    )
+
+
+
+
+def quantizable_nodes(model_path: str | Path) -> list[str]:
+    onnx = require("onnx", "onnx")
+    proto = onnx.load(str(model_path))
+    return [n.name for n in proto.graph.node if n.op_type in QUANTIZABLE_OPS]
