@@ -430,3 +430,16 @@ def test_real_v1_outputs_match_reference_exactly(v1_outputs, threshold):
         boxes = decode_boxes(b[0, idx], pri[idx], spec.priors.variances) * scale
         dets = np.hstack([boxes, s[0, idx, 1:2]])
         assert nms(boxes, s[0, idx, 1], 0.4).tolist() == py_cpu_nms(dets, 0.4, plus_one=False)
+
+
+def test_float64_and_float16_outputs_decode_like_float32():
+    spec = DeploymentSpec(input_size=(320, 320), priors=V1_PRIORS)
+    b, s, lm = synthetic_outputs(spec, 6)
+    dec = Decoder(spec, score_threshold=0.3)
+    ref = dec.decode_one(b, s, lm, scores_are="probabilities")
+    wide = dec.decode_one(b.astype(np.float64), s.astype(np.float64), lm.astype(np.float64),
+                          scores_are="probabilities")
+    assert wide == ref
+    half = dec.decode_one(b.astype(np.float16), s.astype(np.float16), lm.astype(np.float16),
+                          scores_are="probabilities")
+    assert half.boxes.dtype == np.float32 and abs(len(half) - len(ref)) <= 2

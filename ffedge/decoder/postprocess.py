@@ -141,7 +141,7 @@ class Decoder:
 
         # Coordinate-first (4, n) rows from here on: contiguous, SIMD-friendly.
         scale = np.array([w, h, w, h], dtype=np.float32)
-        xyxy = decode_boxes_t(np.ascontiguousarray(boxes[cand].T),
+        xyxy = decode_boxes_t(np.ascontiguousarray(boxes[cand].T, dtype=np.float32),
                               generate_priors_t(pspec, h, w)[:, cand], pspec.variances)
         xyxy *= scale[:, None]
         keep = nms_ranked_t(xyxy, self.nms_threshold, self.max_detections)
