@@ -1,0 +1,116 @@
+"""ffexport int8: QDQ quantisation, the fidelity gate, and auto-fallback."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from ffedge.cli.ffexport import main as ffexport
+from ffedge.errors import FFEdgeError
+from ffedge.export.int8_ort import QuantOptions, cpu_has_vnni
+from ffedge.export.int8_target import export_int8
+from ffedge.models.checkpoint import read_state_dict
+from ffedge.runtimes import load_runner
+from ffedge.weights import bundled_checkpoint
+
+
+def synthetic_images(folder, n, size=(200, 260), seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = cv2.resize(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), size[::-1])
+        cv2.circle(img, (size[1] // 2, size[0] // 2), 40, (180, 190, 220), -1)
+        cv2.imwrite(str(folder / f"img_{i:02d}.png"), img)
+    return folder
+
+
+def test_qdq_artifact_metadata_and_options(tmp_path):
+    calib = synthetic_images(tmp_path / "calib", 6)
+    out = tmp_path / "nano_int8.onnx"
+    report, fid = export_int8("nano_b", calib, output=out, input_size=(320, 320), num_images=4,
+                              num_eval=2, min_f1=0.0, options=QuantOptions(symmetric=True),
+                              cache_dir=tmp_path / "cache")
+    proto = onnx.load(str(out))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    zero_points = [i for i in proto.graph.initializer if i.name.endswith("_zero_point")]
+    assert any(z.data_type == onnx.TensorProto.INT8 for z in zero_points)
+    assert not any(z.data_type == onnx.TensorProto.UINT8 for z in zero_points)
+    r = load_runner(artifact=out)
+    assert r.info.precision == "int8" and r.spec.input_size == (320, 320)
+    meta = r.info.extra["metadata"].extra
+    assert meta["quantization"]["activations"] == "int8 symmetric"
+    assert meta["calibration"]["images"] == 4 and meta["calibration"]["eval_images"] == 2
+    assert fid.parity.images == 2
+
+
+def test_gate_failure_leaves_nothing(tmp_path):
+    calib = synthetic_images(tmp_path / "calib", 5)
+    out = tmp_path / "never.onnx"
+    with pytest.raises(FFEdgeError, match="fidelity gate failed"):
+        export_int8("nano_b", calib, output=out, input_size=(320, 320), num_images=3,
+                    num_eval=2, min_f1=1.01, cache_dir=tmp_path / "cache")
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".onnx" or p.name.startswith(".")] == []
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert ffexport(["int8", "--model", "nano_b", "--calib", str(empty), "-o",
+                     str(tmp_path / "x.onnx")]) != 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"not a jpeg")
+    assert ffexport(["int8", "--model", "nano_b", "--calib", str(bad), "-o",
+                     str(tmp_path / "y.onnx")]) != 0
+    calib = synthetic_images(tmp_path / "calib", 3)
+    assert ffexport(["int8", "--model", "nano_b", "--calib", str(calib), "--exclude", "NoSuchOp",
+                     "--imgsz", "320", "--num-images", "2", "-o", str(tmp_path / "z.onnx"),
+                     "--cache-dir", str(tmp_path / "c")]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] and "NoSuchOp" in err
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_reduce_range_default_follows_the_cpu():
+    assert QuantOptions().resolved_reduce_range() == (not cpu_has_vnni())
+    assert QuantOptions(symmetric=True).resolved_reduce_range() is False
+    assert QuantOptions(reduce_range=True).resolved_reduce_range() is True
+
+
+@pytest.fixture
+def outlier_v1(tmp_path):
+    """V1 with one activation channel scaled by 1000 and the consumer scaled back: the
+    same function in FP32, but per-tensor activation quantisation of that tensor wipes out
+    every other channel. A case built to need float fallback."""
+    sd = read_state_dict(bundled_checkpoint("v1"))
+    k, c = 1000.0, 5
+    for name in ("body.stage2.2.4.weight", "body.stage2.2.4.bias"):
+        sd[name][c] *= k
+    sd["body.stage2.3.0.weight"][c] /= k
+    path = tmp_path / "v1_outlier.pth"
+    torch.save(sd, path)
+    return path
+
+
+def test_auto_fallback_rescues_a_built_failure(tmp_path, outlier_v1, shared_images):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    names = sorted(p.name for p in shared_images.glob("*.jpg"))
+    for n in names:
+        (calib / n).symlink_to(shared_images / n)
+    common = dict(model="v1", calib=calib, checkpoint=outlier_v1, input_size=(320, 320),
+                  num_images=8, num_eval=11, min_f1=0.9, cache_dir=tmp_path / "cache")
+    with pytest.raises(FFEdgeError, match="fidelity gate failed"):
+        export_int8(output=tmp_path / "plain.onnx", **common)
+    report, fid = export_int8(output=tmp_path / "rescued.onnx", auto_fallback=True, **common)
+    assert fid.passed and fid.parity.detections.f1 >= 0.9
+    assert fid.excluded and any("stage2" in s for s in fid.excluded)
+    # the fewest needed: far from everything in float
+    proto = onnx.load(str(report.path))
+    assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) > 100
