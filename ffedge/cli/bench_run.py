@@ -105,6 +105,13 @@ def emit(results, args) -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"wrote {args.json}")
+        from ffedge.benchmarks.reports import rows_from_bench, write_reports
+
+        files = write_reports(args.json, rows_from_bench(results), title="ffbench")
+        for path in files.written:
+            print(f"wrote {path}")
+        if files.note:
+            print(files.note, file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
