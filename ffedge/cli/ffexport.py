@@ -10,6 +10,7 @@ from ffedge.cli.common import dispatch
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "onnx": ("ffedge.cli.export_onnx", "FP32 ONNX: traced, simplified, verified against PyTorch"),
     "int8": ("ffedge.cli.export_int8", "INT8 QDQ ONNX (onnxruntime), calibrated, fidelity-gated"),
+    "openvino": ("ffedge.cli.export_openvino", "OpenVINO IR for x86 CPUs: FP32/FP16 verified, INT8 gated"),
 }
 
 

@@ -17,7 +17,14 @@ def _onnx(model: str, checkpoint: Path | None, input_size: tuple[int, int] | Non
     return export_onnx(model, checkpoint, out_dir / f"{model}.onnx", input_size, verify=False).path
 
 
-BUILDERS: dict[str, Builder] = {"onnxruntime": _onnx}
+def _openvino(model: str, checkpoint: Path | None, input_size: tuple[int, int] | None,
+              out_dir: Path) -> Path:
+    from ffedge.export.openvino_target import export_openvino
+
+    return export_openvino(model, checkpoint, out_dir / f"{model}.xml", input_size, verify=False)[0].path
+
+
+BUILDERS: dict[str, Builder] = {"onnxruntime": _onnx, "openvino": _openvino}
 
 
 def register_builder(runtime: str, builder: Builder) -> None:

@@ -11,6 +11,7 @@ from ffedge.runtimes.base import Runner
 RUNTIMES: dict[str, tuple[str, ...]] = {
     "torch": (".pth", ".pt"),
     "onnxruntime": (".onnx",),
+    "openvino": (".xml",),
 }
 
 
@@ -52,6 +53,10 @@ def load_runner(
         from ffedge.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(path, model, input_size, threads)
+    if runtime == "openvino":
+        from ffedge.runtimes.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(path, model, input_size, threads)
     if runtime == "torch":
         raise FFEdgeError("--runtime torch runs a model: give --model NAME [--checkpoint PATH]")
     raise FFEdgeError(f"runtime {runtime!r} cannot run {path.name}")

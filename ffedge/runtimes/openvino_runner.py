@@ -1,0 +1,152 @@
+"""OpenVINO runner: an IR (``.xml`` + ``.bin``) compiled for the CPU with the latency hint.
+
+The deployment spec is read from the IR's ``rt_info`` (``<ffedge>`` section) first, the
+``<artifact>.json`` sidecar second, and ``--model NAME`` last, so an IR that went through a
+tool that drops ``rt_info`` still runs.
+
+Inference precision defaults to ``f32``: on CPUs with AVX-512 BF16 or AMX the CPU plugin
+otherwise runs float layers in bfloat16, which makes an "FP32" artifact disagree with
+torch by ~1e-2 and would hide what the artifact itself does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ffedge.errors import FFEdgeError, require
+from ffedge.export.metadata import OUTPUT_NAMES, ArtifactMetadata, read_sidecar
+from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner
+
+RT_INFO_SECTION = "ffedge"
+# A CPU-plugin check seen both on NNCF INT8 (PERFORMANCE preset) and, once, on an FP32
+# graph that compiled fine on a rerun: retried once, then reported.
+FLAKY_COMPILE_MARK = "any_of(scale.size(), OC, 1U)"
+
+
+def openvino():
+    """``import openvino`` with NNCF telemetry off (see :func:`quiet_telemetry`)."""
+    quiet_telemetry()
+    return require("openvino", "openvino")
+
+
+def quiet_telemetry() -> None:
+    """Keep NNCF from sending usage telemetry unless the user opts in with
+    ``FFEDGE_OPENVINO_TELEMETRY=1``. NNCF sends by default when no consent file exists;
+    ``NNCF_CI`` is the switch it reads at import. Model conversion here goes through
+    ``Core.read_model`` (no telemetry); ``opt_in_out --opt_out`` turns it off for every
+    OpenVINO tool of the user."""
+    if os.environ.get("FFEDGE_OPENVINO_TELEMETRY", "") != "1":
+        os.environ.setdefault("NNCF_CI", "1")
+
+
+def read_rt_metadata(model: Any) -> ArtifactMetadata | None:
+    """Our ``rt_info`` section of an ``ov.Model`` as metadata, or None."""
+    rt = model.get_rt_info()
+    if RT_INFO_SECTION not in rt:
+        return None
+    section = rt[RT_INFO_SECTION]
+    if not isinstance(section, dict):
+        return None
+    props = {f"ffedge.{k}": (v.astype(str) if hasattr(v, "astype") else str(v))
+             for k, v in section.items()}
+    return ArtifactMetadata.from_props(props)
+
+
+def write_rt_metadata(model: Any, meta: ArtifactMetadata) -> None:
+    """Put every ``ArtifactMetadata.to_props()`` item under ``rt_info/ffedge/<key>``."""
+    for key, value in meta.to_props().items():
+        model.set_rt_info(value, [RT_INFO_SECTION, key.removeprefix("ffedge.")])
+
+
+def compile_model(core: Any, model: Any, config: dict[str, Any], what: str = "the model") -> Any:
+    """``core.compile_model`` on the CPU, retrying once the known flaky plugin check."""
+    for attempt in (1, 2):
+        try:
+            return core.compile_model(model, "CPU", config)
+        except RuntimeError as exc:
+            msg = str(exc)
+            if FLAKY_COMPILE_MARK in msg and attempt == 1:
+                continue
+            first = next((ln for ln in msg.splitlines() if ln.strip()), msg)[:200]
+            hint = (" (a known CPU-plugin check; retried once. For INT8 use --preset mixed "
+                    "or keep the failing layer in float)") if FLAKY_COMPILE_MARK in msg else ""
+            raise FFEdgeError(f"OpenVINO cannot compile {what} for CPU: {first}{hint}") from None
+    raise AssertionError("unreachable")
+
+
+def _info_from_ir(path: Path, model: Any, model_name: str | None,
+                  input_size: tuple[int, int] | None) -> ArtifactInfo:
+    meta = read_rt_metadata(model)
+    source = "rt_info"
+    if meta is None:
+        meta, source = read_sidecar(path), "sidecar"
+    if meta is None:
+        if model_name is None:
+            raise FFEdgeError(f"{path.name} carries no FeatherFace metadata (no rt_info, no "
+                              f"{path.name}.json); pass --model NAME to supply its deployment spec")
+        from ffedge.models import get_spec
+
+        meta, source = ArtifactMetadata(model=model_name, spec=get_spec(model_name),
+                                        precision="unknown"), "--model"
+    shape = model.inputs[0].get_partial_shape()
+    dims = [d.get_length() if d.is_static else None for d in shape]
+    layout = "NHWC" if len(dims) == 4 and dims[3] == 3 and dims[1] != 3 else "NCHW"
+    hw = (dims[1], dims[2]) if layout == "NHWC" else (dims[2], dims[3]) if len(dims) == 4 else (None, None)
+    fixed = (int(hw[0]), int(hw[1])) if hw[0] and hw[1] else None
+    spec = meta.spec
+    if fixed is not None:
+        spec = spec.with_input_size(*fixed)
+    elif input_size is not None:
+        spec = spec.with_input_size(*input_size)
+    return ArtifactInfo(model=meta.model, spec=spec, precision=meta.precision, path=path,
+                        fixed_size=fixed, layout=layout,
+                        extra={"metadata": meta, "metadata_source": source})
+
+
+class OpenVinoRunner(Runner):
+    """Runs an OpenVINO IR on the CPU: latency hint, ``threads`` inference threads."""
+
+    runtime = "openvino"
+
+    def __init__(self, path: str | Path, model_name: str | None = None,
+                 input_size: tuple[int, int] | None = None, threads: int | None = None,
+                 inference_precision: str | None = "f32",
+                 config: dict[str, Any] | None = None) -> None:
+        p = Path(path)
+        ov = openvino()
+        if p.suffix.lower() != ".xml":
+            raise FFEdgeError(f"{p.name}: OpenVINO runs IR .xml files (with the .bin beside it)")
+        if not p.with_suffix(".bin").is_file():
+            raise FFEdgeError(f"{p.with_suffix('.bin').name} (the weights of {p.name}) not found")
+        self.core = ov.Core()
+        try:
+            self.model = self.core.read_model(str(p))
+        except RuntimeError as exc:
+            raise FFEdgeError(f"{p.name} is not a readable OpenVINO IR: "
+                              f"{str(exc).splitlines()[0][:160]}") from None
+        super().__init__(_info_from_ir(p, self.model, model_name, input_size), threads)
+        self.config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        if inference_precision:
+            self.config["INFERENCE_PRECISION_HINT"] = inference_precision
+        self.config.update(config or {})
+        self.compiled = None
+
+    def _activate(self) -> None:
+        self.compiled = compile_model(self.core, self.model, self.config, self.info.path.name)
+        names = [o.get_any_name() for o in self.compiled.outputs]
+        wanted = list(OUTPUT_NAMES) if set(OUTPUT_NAMES) <= set(names) else names[:3]
+        self._outputs = [self.compiled.output(n) for n in wanted]
+        self._request = self.compiled.create_infer_request()
+
+    def _infer(self, batch: np.ndarray) -> Outputs:
+        if self.info.layout == "NHWC":
+            batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        res = self._request.infer({0: batch})
+        boxes, scores, landmarks = (np.array(res[o], copy=True) for o in self._outputs)
+        return boxes, scores, landmarks
