@@ -119,6 +119,44 @@ def load_ground_truth(gt_dir: str | os.PathLike[str]) -> GroundTruth:
     return GroundTruth(tuple(events), keys, boxes, keep, source=str(root))
 
 
+def select_images(gt: GroundTruth, indices: Iterable[int]) -> GroundTruth:
+    """The ground truth restricted to ``indices`` (kept in kit order).
+
+    Scoring a partial run against the full val set would count every unvisited image's
+    faces as missed; restricting the truth to the images that were run keeps AP meaningful
+    (the score normalisation and the recall denominators then cover those images only).
+    """
+    chosen = sorted(set(int(i) for i in indices))
+    if chosen and (chosen[0] < 0 or chosen[-1] >= gt.num_images):
+        raise WiderFaceError(f"image index outside 0..{gt.num_images - 1}")
+    keys = tuple(gt.image_keys[i] for i in chosen)
+    events = tuple(e for e in gt.events if any(k[0] == e for k in keys))
+    return GroundTruth(
+        events,
+        keys,
+        tuple(gt.boxes[i] for i in chosen),
+        {s: tuple(m[i] for i in chosen) for s, m in gt.keep.items()},
+        source=gt.source,
+    )
+
+
+def first_per_event(gt: GroundTruth, per_event: int) -> list[int]:
+    """Indices of the first ``per_event`` images of every event (kit order).
+
+    Per event rather than overall, so a quick subset still samples all 61 scene types
+    (the val set is ordered by event; the first N overall would be parades only).
+    """
+    if per_event < 1:
+        raise WiderFaceError(f"subset must be >= 1 image per event, got {per_event}")
+    seen: dict[str, int] = {}
+    out: list[int] = []
+    for i, (event, _) in enumerate(gt.image_keys):
+        if seen.get(event, 0) < per_event:
+            seen[event] = seen.get(event, 0) + 1
+            out.append(i)
+    return out
+
+
 def _load_mat(path: Path, keys: Sequence[str]) -> dict[str, Any]:
     """``scipy.io.loadmat`` with the failure modes turned into one-line user errors."""
     try:
