@@ -77,6 +77,8 @@ def test_emit_writes_markdown_csv_and_latency_plot(tmp_path, capsys):
     md = paths["markdown"].read_text()
     assert "| onnxruntime | int8 |" in md.replace("v1_int8.onnx | ", "")
     assert "4.75" in md and "0.9000" in md and "AP easy" not in md  # no AP measured here
+    header = md.splitlines()[2]
+    assert header.count("|") == len(reports.COLUMNS) - 3 + 1  # no stray pipe in a header
     assert is_png(paths["latency"])
     assert not paths["pr"].exists()  # no accuracy, no PR plot
     printed = capsys.readouterr().out

@@ -60,7 +60,7 @@ _AP_COLUMNS = ("ap_easy", "ap_medium", "ap_hard")
 _HEADERS = {
     "artifact": "artifact", "runtime": "runtime", "precision": "precision", "size": "size",
     "latency_p50_ms": "p50 ms", "latency_p90_ms": "p90 ms", "fps": "FPS",
-    "parity_max_abs_score": "max|Δscore| vs torch", "f1_vs_torch": "F1 vs torch",
+    "parity_max_abs_score": "max abs Δscore vs torch", "f1_vs_torch": "F1 vs torch",
     "ap_easy": "AP easy", "ap_medium": "AP medium", "ap_hard": "AP hard",
 }
 _FORMATS = {
@@ -180,9 +180,10 @@ def plot_latency(rows: Sequence[ReportRow], path: str | os.PathLike[str]) -> Pat
     x = np.arange(len(timed))
     ax.bar(x, p50, color=colors, yerr=np.vstack([np.zeros_like(p50), np.maximum(p90 - p50, 0)]),
            capsize=4)
-    for xi, v in zip(x, p50, strict=True):
-        ax.annotate(f"{v:.1f}", (xi, v), ha="center", va="bottom", fontsize=8,
-                    xytext=(0, 2), textcoords="offset points")
+    for xi, v, top in zip(x, p50, np.maximum(p50, p90), strict=True):
+        ax.annotate(f"{v:.1f}", (xi, top), ha="center", va="bottom", fontsize=8,
+                    xytext=(0, 3), textcoords="offset points")
+    ax.set_ylim(0, float(np.max(np.maximum(p50, p90))) * 1.15)
     ax.set_xticks(x)
     ax.set_xticklabels(names, fontsize=8)
     ax.set_ylabel("model latency, ms (bar p50, whisker p90)")
