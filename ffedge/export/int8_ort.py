@@ -137,3 +137,46 @@ def quantizable_nodes(model_path: str | Path) -> list[str]:
     onnx = require("onnx", "onnx")
     proto = onnx.load(str(model_path))
     return [n.name for n in proto.graph.node if n.op_type in QUANTIZABLE_OPS]
+
+
+def quantize_weights_only(proto, op_types: tuple[str, ...] = ("DeformConv",)) -> int:
+    """Store the float weights of ops the QDQ quantiser skips (ONNX ``DeformConv``) as int8
+    per output channel behind a ``DequantizeLinear``: the op still computes in float, but
+    the artifact shrinks (V1's deformable convs hold 39% of its parameters).
+    Returns how many weights were converted."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    replaced: dict[str, list] = {}
+    new_nodes = []
+    for node in proto.graph.node:
+        if node.op_type not in op_types or len(node.input) < 2:
+            continue
+        base = node.input[1]
+        if base not in inits or base in replaced:
+            continue
+        w = inits[base].astype(np.float32)
+        amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        q = np.clip(np.round(w / scale.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
+        replaced[base] = [
+            numpy_helper.from_array(q, f"{base}_quantized"),
+            numpy_helper.from_array(scale, f"{base}_scale"),
+            numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{base}_zero_point"),
+        ]
+        new_nodes.append(helper.make_node(
+            "DequantizeLinear", [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+            [base], name=f"{base}_DequantizeLinear", axis=0))
+    if not replaced:
+        return 0
+    keep = [i for i in proto.graph.initializer if i.name not in replaced]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    for tensors in replaced.values():
+        proto.graph.initializer.extend(tensors)
+    nodes = new_nodes + list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    done = len(replaced)
+    return done

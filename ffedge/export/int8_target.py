@@ -9,7 +9,7 @@ from pathlib import Path
 from ffedge.errors import FFEdgeError
 from ffedge.export.atomic import atomic_path
 from ffedge.export.fidelity import FallbackSearch, FidelityReport, check_fidelity, expand
-from ffedge.export.int8_ort import QuantOptions, quantize_qdq
+from ffedge.export.int8_ort import QuantOptions, quantize_qdq, quantize_weights_only
 from ffedge.export.metadata import ArtifactMetadata
 from ffedge.export.onnx_export import OnnxOptions, node_histogram, stamp, trace_to_onnx
 from ffedge.export.onnx_target import ExportReport
@@ -64,6 +64,9 @@ def export_int8(
         def build(excluded: list[str], ds=dataset) -> OnnxRuntimeRunner:
             path = Path(tmp) / f"q{next(counter)}.onnx"
             quantize_qdq(fp32, path, ds, options.with_fallback(excluded))
+            proto = onnx.load(str(path))
+            if quantize_weights_only(proto):
+                onnx.save(proto, str(path))
             return OnnxRuntimeRunner(path, model_name=model, threads=threads)
 
         final_opts = options
