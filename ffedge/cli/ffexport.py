@@ -11,6 +11,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "onnx": ("ffedge.cli.export_onnx", "FP32 ONNX: traced, simplified, verified against PyTorch"),
     "int8": ("ffedge.cli.export_int8", "INT8 QDQ ONNX (onnxruntime), calibrated, fidelity-gated"),
     "openvino": ("ffedge.cli.export_openvino", "OpenVINO IR for x86 CPUs: FP32/FP16 verified, INT8 gated"),
+    "tflite": ("ffedge.cli.export_tflite", "TFLite for phones (litert-torch): FP32/FP16/INT8, NHWC, gated"),
 }
 
 

@@ -24,7 +24,14 @@ def _openvino(model: str, checkpoint: Path | None, input_size: tuple[int, int] |
     return export_openvino(model, checkpoint, out_dir / f"{model}.xml", input_size, verify=False)[0].path
 
 
-BUILDERS: dict[str, Builder] = {"onnxruntime": _onnx, "openvino": _openvino}
+def _tflite(model: str, checkpoint: Path | None, input_size: tuple[int, int] | None,
+            out_dir: Path) -> Path:
+    from ffedge.export.tflite_target import export_tflite
+
+    return export_tflite(model, checkpoint, out_dir / f"{model}.tflite", input_size, verify=False).path
+
+
+BUILDERS: dict[str, Builder] = {"onnxruntime": _onnx, "openvino": _openvino, "tflite": _tflite}
 
 
 def register_builder(runtime: str, builder: Builder) -> None:

@@ -12,6 +12,7 @@ RUNTIMES: dict[str, tuple[str, ...]] = {
     "torch": (".pth", ".pt"),
     "onnxruntime": (".onnx",),
     "openvino": (".xml",),
+    "tflite": (".tflite",),
 }
 
 
@@ -57,6 +58,10 @@ def load_runner(
         from ffedge.runtimes.openvino_runner import OpenVinoRunner
 
         return OpenVinoRunner(path, model, input_size, threads)
+    if runtime == "tflite":
+        from ffedge.runtimes.tflite_runner import TFLiteRunner
+
+        return TFLiteRunner(path, model, input_size, threads)
     if runtime == "torch":
         raise FFEdgeError("--runtime torch runs a model: give --model NAME [--checkpoint PATH]")
     raise FFEdgeError(f"runtime {runtime!r} cannot run {path.name}")
