@@ -95,26 +95,26 @@ def test_v1_fp32_ir_uses_gridsample(v1_checkpoint, shared_images):
 
 
 def test_int8_nncf_on_synthetic_images(tmp_path):
-    calib = synthetic_images(tmp_path / "calib", 6)
+    calib = synthetic_images(tmp_path / "calib", 5)
     out = tmp_path / "nano_int8.xml"
     report, fid = export_openvino("nano_b", output=out, input_size=SIZE, precision="int8",
-                                  calib=calib, int8=Int8Options(via="nncf"), num_images=4,
+                                  calib=calib, int8=Int8Options(via="nncf"), num_images=3,
                                   num_eval=2, min_f1=0.0, cache_dir=tmp_path / "cache")
     assert all(p.is_file() for p in ir_files(out)) and fid.parity.images == 2
     assert report.node_histogram.get("FakeQuantize", 0) > 0
     r = load_runner(artifact=out)
     meta = r.info.extra["metadata"].extra
     assert r.info.precision == "int8" and meta["quantization"]["backend"] == "nncf"
-    assert meta["calibration"]["images"] == 4
+    assert meta["calibration"]["images"] == 3
     assert r.infer(np.zeros((1, 3, *SIZE), np.float32))[1].shape[-1] == 2
 
 
 def test_gate_failure_leaves_nothing(tmp_path):
-    calib = synthetic_images(tmp_path / "calib", 5)
+    calib = synthetic_images(tmp_path / "calib", 3)
     out = tmp_path / "never.xml"
     with pytest.raises(FFEdgeError, match="fidelity gate failed"):
         export_openvino("nano_b", output=out, input_size=SIZE, precision="int8", calib=calib,
-                        num_images=3, num_eval=2, min_f1=1.01, cache_dir=tmp_path / "cache")
+                        num_images=2, num_eval=1, min_f1=1.01, cache_dir=tmp_path / "cache")
     assert not any(p.exists() for p in ir_files(out))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
