@@ -144,3 +144,13 @@ def test_bundled_default_exports_real_v1(tmp_path, capsys):
     assert "bundled" in capsys.readouterr().err
     meta = load_runner(artifact=out).info.extra["metadata"]
     assert meta.checkpoint_sha256.startswith("3271e307")
+
+
+def test_artifact_has_normal_file_permissions(nano_onnx):
+    import os
+    import stat
+
+    path, _ = nano_onnx
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
