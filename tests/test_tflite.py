@@ -226,3 +226,32 @@ def test_mobile_contract_reference_detections(decoded, int8, tmp_path):
     doc["detections"] = doc["detections"][:-1] if doc["detections"] else [{"box": [0] * 4}]
     ref.write_text(json.dumps(doc))
     assert mr.main([str(decoded), "--check", str(ref)]) == 1
+
+
+def test_gather_dcn_equals_grid_sample_dcn():
+    """The TFLite lowering of V1's deformable convs computes DCNv2 exactly like the model,
+    out-of-map samples (large offsets) included."""
+    import copy
+
+    import torch
+
+    from ffedge.export.tflite_dcn import GatherDeformConv, use_gather_dcn
+    from ffedge.models.dcn import DeformableConv2d
+
+    torch.manual_seed(0)
+    dcn = DeformableConv2d(8, 6, stride=2).eval()
+    with torch.no_grad():
+        for conv in (dcn.offset_conv, dcn.modulator_conv):
+            conv.weight.normal_(0, 0.5)
+            conv.bias.normal_(0, 3.0)
+        x = torch.randn(2, 8, 20, 24)
+        np.testing.assert_allclose(GatherDeformConv(dcn)(x).numpy(), dcn(x).numpy(), atol=1e-4)
+    from ffedge.models import create_model
+
+    net = create_model("v1", bundled_checkpoint("v1"))
+    gathered = copy.deepcopy(net)
+    assert use_gather_dcn(gathered) == 15
+    with torch.no_grad():
+        img = torch.randn(1, 3, 96, 128) * 60
+        for a, b in zip(net(img), gathered(img)):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-3)

@@ -9,7 +9,7 @@ from ffedge.cli.export_int8 import add_quant_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ffedge.export.tflite_target import IO_TYPES, PRECISIONS
+    from ffedge.export.tflite_target import DCN_LOWERINGS, IO_TYPES, PRECISIONS
 
     add_model_args(p)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "boxes, face scores and landmarks; the app thresholds and runs NMS")
     p.add_argument("--per-tensor", action="store_true",
                    help="int8: per-tensor weight scales (smaller file, usually less accurate)")
+    p.add_argument("--dcn", choices=DCN_LOWERINGS, default="gather",
+                   help="V1 deformable convs: gather (row gathers + one matmul: small, fast, "
+                        "quantisable) or gridsample (litert-torch's grid_sample lowering)")
+    p.add_argument("--keep-names", action="store_true",
+                   help="keep litert-torch's module-path tensor names (debugging; larger file)")
     add_quant_args(p)
     for action in p._actions:  # --calib is shared with `ffexport int8`, needed for int8 only
         if action.dest == "calib":
@@ -41,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise FFEdgeError("--auto-fallback searches ONNX/OpenVINO node names; for tflite, "
                           "lower --min-f1 or use --precision fp16")
     opts = TFLiteOptions(precision=args.precision, io=args.io,
-                         decode_in_graph=args.decode_in_graph, per_channel=not args.per_tensor)
+                         decode_in_graph=args.decode_in_graph, per_channel=not args.per_tensor,
+                         keep_names=args.keep_names, dcn=args.dcn)
     report = export_tflite(
         args.model, resolve_checkpoint(args), args.output, imgsz(args), opts, calib=args.calib,
         num_images=args.num_images, seed=args.seed, eval_images=args.eval_images,

@@ -37,8 +37,11 @@ class DecodeInGraph(nn.Module):
 
         self.inner = inner
         priors = torch.from_numpy(generate_priors(spec.priors, *spec.input_size).copy())
-        self.register_buffer("centres", priors[:, :2].contiguous(), persistent=False)
-        self.register_buffer("sizes", priors[:, 2:].contiguous(), persistent=False)
+        # [1, P, 2] each, used in exactly this shape by boxes and landmarks alike, so the
+        # converter stores each once (P * 16 bytes in all) instead of one folded copy per
+        # broadcast shape.
+        self.register_buffer("centres", priors[None, :, :2].contiguous(), persistent=False)
+        self.register_buffer("sizes", priors[None, :, 2:].contiguous(), persistent=False)
         self.v0 = float(spec.priors.variances[0])
         self.v1 = float(spec.priors.variances[1])
 
@@ -50,7 +53,9 @@ class DecodeInGraph(nn.Module):
         x1y1 = (c + deltas[..., :2] * self.v0 * s) - wh / 2
         boxes = torch.cat([x1y1, x1y1 + wh], dim=-1)
         b, p = lm.shape[0], lm.shape[1]
-        points = c.unsqueeze(1) + lm.reshape(b, p, 5, 2) * self.v0 * s.unsqueeze(1)
+        # points first: [B*5, P, 2] meets the priors' [1, P, 2] by plain broadcasting
+        d = lm.reshape(b, p, 5, 2).transpose(1, 2).reshape(b * 5, p, 2)
+        points = (c + d * self.v0 * s).reshape(b, 5, p, 2).transpose(1, 2)
         return {"boxes": boxes, "scores": probs[..., 1], "landmarks": points.reshape(b, p, 10)}
 
 
