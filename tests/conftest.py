@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,3 +30,14 @@ def v1_checkpoint() -> Path:
 @pytest.fixture
 def shared_images() -> Path:
     return need_shared("images")
+
+
+def synthetic_images(folder: Path, n: int, size=(200, 260), seed: int = 0) -> Path:
+    """``n`` small PNGs (noise plus a bright disc) for calibration and gate tests."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = cv2.resize(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), size[::-1])
+        cv2.circle(img, (size[1] // 2, size[0] // 2), 40, (180, 190, 220), -1)
+        cv2.imwrite(str(folder / f"img_{i:02d}.png"), img)
+    return folder

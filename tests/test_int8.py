@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -16,15 +14,7 @@ from ffedge.models.checkpoint import read_state_dict
 from ffedge.runtimes import load_runner
 from ffedge.weights import bundled_checkpoint
 
-
-def synthetic_images(folder, n, size=(200, 260), seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        img = cv2.resize(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), size[::-1])
-        cv2.circle(img, (size[1] // 2, size[0] // 2), 40, (180, 190, 220), -1)
-        cv2.imwrite(str(folder / f"img_{i:02d}.png"), img)
-    return folder
+from .conftest import synthetic_images
 
 
 def test_qdq_artifact_metadata_and_options(tmp_path):

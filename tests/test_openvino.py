@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 
-import cv2
 import numpy as np
 import pytest
+
+from .conftest import synthetic_images
 
 pytest.importorskip("openvino")
 
@@ -21,16 +22,6 @@ from ffedge.runtimes import load_runner  # noqa: E402
 from ffedge.runtimes.openvino_runner import FLAKY_COMPILE_MARK, compile_model  # noqa: E402
 
 SIZE = (320, 320)
-
-
-def synthetic_images(folder, n, size=(200, 260), seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        img = cv2.resize(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), size[::-1])
-        cv2.circle(img, (size[1] // 2, size[0] // 2), 40, (180, 190, 220), -1)
-        cv2.imwrite(str(folder / f"img_{i:02d}.png"), img)
-    return folder
 
 
 def ir_files(xml):

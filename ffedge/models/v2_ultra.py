@@ -22,20 +22,10 @@ from ffedge.models.registry import register_model
 from ffedge.models.shuffle import ChannelShuffle
 from ffedge.models.ssh import SSH, plain_conv3x3
 from ffedge.models.v2_innovations import V2UltraInnovations
-from ffedge.spec import DeploymentSpec, PriorSpec
+from ffedge.spec import DeploymentSpec
 
-V2_ULTRA_SPEC = DeploymentSpec(
-    input_size=(640, 640),
-    channel_order="BGR",
-    mean=(104.0, 117.0, 123.0),
-    std=(1.0, 1.0, 1.0),
-    resize_mode="letterbox",
-    priors=PriorSpec(
-        steps=(8, 16, 32),
-        min_sizes=((16, 32), (64, 128), (256, 512)),
-        variances=(0.1, 0.2),
-    ),
-)
+# V1's conventions (BGR, mean 104/117/123, RetinaFace priors), which are the spec defaults.
+V2_ULTRA_SPEC = DeploymentSpec()
 
 V2_ULTRA_CARD_TOTAL = 244_483  # the card's headline count; the build stays within +-5%
 

@@ -43,6 +43,13 @@ class ArtifactInfo:
         return sum(f.stat().st_size for f in files if f.exists())
 
 
+def input_geometry(dims: list[int | None]) -> tuple[str, tuple[int, int] | None]:
+    """(layout, fixed (H, W) or None) from an artifact's 4-D input dims (None = dynamic)."""
+    layout = "NHWC" if len(dims) == 4 and dims[3] == 3 and dims[1] != 3 else "NCHW"
+    hw = (dims[1], dims[2]) if layout == "NHWC" else (dims[2], dims[3]) if len(dims) == 4 else (None, None)
+    return layout, ((int(hw[0]), int(hw[1])) if hw[0] and hw[1] else None)
+
+
 class Runner(ABC):
     """Base class: subclasses implement ``_activate`` and ``_infer``."""
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ffedge.errors import FFEdgeError, require
 from ffedge.export.metadata import OUTPUT_NAMES, ArtifactMetadata
-from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner
+from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner, input_geometry
 
 
 def _info_from_model(path: Path, model_name: str | None,
@@ -22,9 +22,7 @@ def _info_from_model(path: Path, model_name: str | None,
     meta = ArtifactMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     inp = proto.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-    layout = "NHWC" if len(dims) == 4 and dims[3] == 3 and dims[1] != 3 else "NCHW"
-    hw = (dims[1], dims[2]) if layout == "NHWC" else (dims[2], dims[3]) if len(dims) == 4 else (None, None)
-    fixed = (int(hw[0]), int(hw[1])) if hw[0] and hw[1] else None
+    layout, fixed = input_geometry(dims)
     if meta is None:
         if model_name is None:
             raise FFEdgeError(

@@ -19,7 +19,7 @@ import numpy as np
 
 from ffedge.errors import FFEdgeError, require
 from ffedge.export.metadata import OUTPUT_NAMES, ArtifactMetadata, read_sidecar
-from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner
+from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner, input_geometry
 
 RT_INFO_SECTION = "ffedge"
 # A CPU-plugin check seen both on NNCF INT8 (PERFORMANCE preset) and, once, on an FP32
@@ -94,9 +94,7 @@ def _info_from_ir(path: Path, model: Any, model_name: str | None,
                                         precision="unknown"), "--model"
     shape = model.inputs[0].get_partial_shape()
     dims = [d.get_length() if d.is_static else None for d in shape]
-    layout = "NHWC" if len(dims) == 4 and dims[3] == 3 and dims[1] != 3 else "NCHW"
-    hw = (dims[1], dims[2]) if layout == "NHWC" else (dims[2], dims[3]) if len(dims) == 4 else (None, None)
-    fixed = (int(hw[0]), int(hw[1])) if hw[0] and hw[1] else None
+    layout, fixed = input_geometry(dims)
     spec = meta.spec
     if fixed is not None:
         spec = spec.with_input_size(*fixed)
