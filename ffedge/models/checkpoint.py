@@ -39,6 +39,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for a non-checkpoint file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.startswith("Weights only load failed"):
+            # torch's advice about weights_only=False is wrong here: we never unpickle code
+            first = "not a tensor-only torch.save file"
         raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({first[:160]})") from None
     return unwrap_state_dict(obj, source=str(p))
 
