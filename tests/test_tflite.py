@@ -24,7 +24,7 @@ from ffedge.cli.ffexport import main as ffexport  # noqa: E402
 from ffedge.decoder import Decoder, decode_boxes, generate_priors, preprocess  # noqa: E402
 from ffedge.errors import FFEdgeError  # noqa: E402
 from ffedge.export import tflite_flatbuffer as tfb  # noqa: E402
-from ffedge.export.metadata import ArtifactMetadata, read_sidecar, sidecar_path  # noqa: E402
+from ffedge.artifact.metadata import ArtifactMetadata, read_sidecar, sidecar_path  # noqa: E402
 from ffedge.export.tflite_target import TFLiteOptions, export_tflite  # noqa: E402
 from ffedge.runtimes import load_runner  # noqa: E402
 from ffedge.runtimes.tflite_runner import TFLiteRunner, embed_metadata, read_embedded  # noqa: E402

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ffedge.benchmarks.progress import Progress
+from ffedge.progress import Progress
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ffedge.benchmarks.latency import LatencyStats
-from ffedge.benchmarks.progress import Progress
+from ffedge.progress import Progress
 from ffedge.benchmarks.widerface import (
     GroundTruth,
     PredictionFormatError,

@@ -31,12 +31,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ffedge.benchmarks.progress import Progress
+from ffedge.progress import Progress
 from ffedge.calibration.cache import TensorCache, tensor_key
 from ffedge.calibration.sources import DEFAULT_NUM_IMAGES, CalibrationSource, open_source
 from ffedge.decoder.transform import preprocess
 from ffedge.errors import FFEdgeError, require
-from ffedge.export.metadata import INPUT_NAME
+from ffedge.artifact.metadata import INPUT_NAME
 from ffedge.imageio import read_image
 from ffedge.spec import DeploymentSpec
 

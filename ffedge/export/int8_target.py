@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from ffedge.errors import FFEdgeError
-from ffedge.export.atomic import atomic_path
+from ffedge.artifact.atomic import atomic_path
 from ffedge.export.fidelity import FallbackSearch, FidelityReport, check_fidelity, expand
 from ffedge.export.int8_ort import QuantOptions, quantize_qdq, quantize_weights_only
-from ffedge.export.metadata import ArtifactMetadata
+from ffedge.artifact.metadata import ArtifactMetadata
 from ffedge.export.onnx_export import OnnxOptions, node_histogram, stamp, trace_to_onnx
 from ffedge.export.onnx_target import ExportReport
 from ffedge.export.quant_common import PROBE_CALIB, PROBE_IMAGES, CalibrationPlan, log

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ffedge.errors import FFEdgeError, require
-from ffedge.export.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata
+from ffedge.artifact.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata
 from ffedge.export.wrapper import DeployWrapper
 from ffedge.models.dcn import has_dcn, set_dcn_lowering
 

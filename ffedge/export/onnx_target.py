@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffedge.errors import FFEdgeError
-from ffedge.export.atomic import atomic_path
-from ffedge.export.metadata import ArtifactMetadata
+from ffedge.artifact.atomic import atomic_path
+from ffedge.artifact.metadata import ArtifactMetadata
 from ffedge.export.onnx_export import OnnxOptions, stamp, trace_to_onnx
 from ffedge.export.verify import (
     FP32_MIN_AGREEMENT,

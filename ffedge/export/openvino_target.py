@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ffedge.errors import FFEdgeError
-from ffedge.export.atomic import atomic_files
+from ffedge.artifact.atomic import atomic_files
 from ffedge.export.fidelity import FallbackSearch, FidelityReport, check_fidelity, expand
-from ffedge.export.metadata import ArtifactMetadata, sidecar_json, sidecar_path
+from ffedge.artifact.metadata import ArtifactMetadata, sidecar_json, sidecar_path
 from ffedge.export.onnx_export import OnnxOptions, trace_to_onnx
 from ffedge.export.onnx_target import ExportReport
 from ffedge.export.quant_common import PROBE_CALIB, PROBE_IMAGES, log

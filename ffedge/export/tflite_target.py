@@ -31,9 +31,9 @@ from typing import Any
 
 from ffedge.errors import FFEdgeError, require
 from ffedge.export import tflite_flatbuffer as tfb
-from ffedge.export.atomic import atomic_files
+from ffedge.artifact.atomic import atomic_files
 from ffedge.export.fidelity import FidelityReport, check_fidelity
-from ffedge.export.metadata import ArtifactMetadata, sidecar_path
+from ffedge.artifact.metadata import ArtifactMetadata, sidecar_path
 from ffedge.export.quant_common import log
 from ffedge.export.verify import verification_batches
 from ffedge.runtimes.tflite_runner import TFLiteRunner, embed_metadata

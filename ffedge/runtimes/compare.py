@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ffedge.export.metadata import OUTPUT_NAMES
+from ffedge.artifact.metadata import OUTPUT_NAMES
 from ffedge.runtimes.base import Outputs, Runner
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ffedge.errors import FFEdgeError, require
-from ffedge.export.metadata import OUTPUT_NAMES, ArtifactMetadata, read_sidecar
+from ffedge.artifact.metadata import OUTPUT_NAMES, ArtifactMetadata, read_sidecar
 from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner, input_geometry
 
 RT_INFO_SECTION = "ffedge"

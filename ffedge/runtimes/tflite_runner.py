@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ffedge.errors import FFEdgeError, require
-from ffedge.export.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata, read_sidecar
+from ffedge.artifact.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata, read_sidecar
 from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner
 
 #: Name of the flatbuffer ``Metadata`` entry that carries our props (JSON object of strings).
