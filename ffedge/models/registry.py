@@ -20,7 +20,7 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 INIT_SEED = 0
-FAMILIES = ("v1", "v2_ultra", "nano_b")  # one module per family; importing registers it
+FAMILIES = ("v1", "v2_ultra", "nano_b", "v2_ca", "eca_cbam")  # one module per family; importing registers it
 
 
 def register_model(name: str, spec: DeploymentSpec, description: str):
