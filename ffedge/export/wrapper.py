@@ -22,4 +22,6 @@ class DeployWrapper(nn.Module):
         if self.nhwc:
             images = images.permute(0, 3, 1, 2)
         boxes, logits, landmarks = self.model(images)
+        if getattr(self.model, "emits_scores", False):  # graph passes folded the softmax in
+            return boxes, logits, landmarks
         return boxes, torch.softmax(logits, dim=-1), landmarks
