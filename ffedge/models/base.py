@@ -16,6 +16,8 @@ class FaceDetector(nn.Module):
     """
 
     model_name: str = ""
+    # Denormal weights zeroed when a checkpoint was loaded (ffedge.models.checkpoint.load_strict).
+    denormals_flushed: int = 0
 
     def __init__(self, spec: DeploymentSpec) -> None:
         super().__init__()
