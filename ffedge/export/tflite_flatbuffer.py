@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ffedge.artifact.tflite_pack import pack_model, read_model
 from ffedge.errors import FFEdgeError
 from ffedge.runtimes.tflite_runner import schema
 
@@ -24,15 +25,12 @@ PROB_QPARAMS = {"int8": (1.0 / 256.0, -128), "uint8": (1.0 / 256.0, 0)}
 
 
 def read(data: bytes) -> Any:
-    from ai_edge_litert.tools import flatbuffer_utils as fu
-
-    return fu.read_model_from_bytearray(bytearray(data))
+    return read_model(data)
 
 
 def write(model: Any) -> bytes:
-    from ai_edge_litert.tools import flatbuffer_utils as fu
-
-    return bytes(fu.convert_object_to_bytearray(model))
+    """Serialise with repeated vectors/tables shared (:mod:`ffedge.artifact.tflite_pack`)."""
+    return pack_model(model)
 
 
 def _dtype_codes() -> dict[str, int]:
@@ -192,7 +190,7 @@ def strip_names(data: bytes) -> bytes:
         io = set(sg.inputs) | set(sg.outputs)
         for i, t in enumerate(sg.tensors):
             if i not in io:
-                t.name = ""
+                t.name = None  # optional in the schema: no string, no offset
     return write(model)
 
 
@@ -230,3 +228,48 @@ def op_histogram(data: bytes) -> dict[str, int]:
         names.get(fu.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]), "?")
         for sg in model.subgraphs for op in sg.operators)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+
+def int8_float_weights(data: bytes) -> bytes:
+    """In an INT8 model, the convs litert-torch leaves in float get int8 weights.
+
+    PT2E leaves some convs unannotated (nano_b: the channel-attention MLPs after
+    REDUCE_MAX/MEAN and one depthwise block behind a transpose, ~21 KB of float32 weights).
+    Their weights become int8, symmetric per output channel (CONV_2D/FULLY_CONNECTED axis 0,
+    DEPTHWISE_CONV_2D axis 3), activations stay float: TFLite's hybrid kernels, which XNNPACK
+    runs too. Measured on nano_b 640: file -16 KB, raw outputs move by <= 1.3e-3, latency
+    unchanged. The fidelity gate judges the result like any other INT8 change.
+    """
+    import numpy as np
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    fb = schema()
+    model = read(data)
+    sg = model.subgraphs[0]
+    ops = fb.BuiltinOperator
+    axes = {ops.CONV_2D: 0, ops.FULLY_CONNECTED: 0, ops.DEPTHWISE_CONV_2D: 3}
+    changed = False
+    for op in sg.operators:
+        axis = axes.get(fu.get_builtin_code_from_operator_code(
+            model.operatorCodes[op.opcodeIndex]))
+        if axis is None or len(op.inputs) < 2 or op.inputs[1] < 0:
+            continue
+        t = sg.tensors[op.inputs[1]]
+        raw = model.buffers[t.buffer].data
+        if t.type != fb.TensorType.FLOAT32 or raw is None or len(raw) == 0:
+            continue
+        w = np.frombuffer(bytes(raw), dtype="<f4").reshape([int(v) for v in t.shape])
+        axis = axis if axis < w.ndim else 0
+        rest = tuple(a for a in range(w.ndim) if a != axis)
+        scale = (np.maximum(np.abs(w).max(axis=rest), 1e-12) / 127.0).astype(np.float32)
+        q = np.clip(np.round(w / np.expand_dims(scale, rest)), -127, 127).astype(np.int8)
+        model.buffers[t.buffer].data = np.frombuffer(q.tobytes(), dtype=np.uint8)
+        t.type = fb.TensorType.INT8
+        qp = fb.QuantizationParametersT()
+        qp.scale = scale
+        qp.zeroPoint = np.zeros(len(scale), dtype=np.int64)
+        qp.quantizedDimension = axis
+        t.quantization = qp
+        changed = True
+    return write(model) if changed else data
