@@ -17,11 +17,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", type=Path, nargs="*", default=[],
                    help="exported artifacts to add (runtime from the file suffix)")
     add_common(p)
+    from ffedge.cli.bench_device import add_json_inputs
+
+    add_json_inputs(p)  # ffbench compare a.json b.json: reports from several devices
 
 
 def run(args: argparse.Namespace) -> int:
     from ffedge.benchmarks.bench import benchmark
 
+    if getattr(args, "reports", None):
+        from ffedge.cli.bench_device import compare_reports
+
+        return compare_reports(args)
     if not args.model and not args.artifacts:
         raise FFEdgeError("give --model NAME and/or --artifacts PATH...")
     runtimes = args.runtimes if args.model else []

@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default=None, help="torch, onnxruntime, openvino, tflite, trt")
     p.add_argument("--artifact", type=Path, default=None, help="exported model to run")
     add_common(p)
+    from ffedge.cli.bench_device import add_device_args
+
+    add_device_args(p)  # --device/--host/--lock-clocks (docs/devices.md)
 
 
 def load_images(folder: Path | None, input_size: tuple[int, int], limit: int = 32) -> list:
@@ -100,8 +103,11 @@ def emit(results, args) -> None:
     from ffedge.benchmarks.bench import render_table
 
     print(render_table(results))
+    from ffedge.cli.bench_device import device_doc
+
+    extra = device_doc(args, results)  # the device block (board, OS, clocks, power, thermal)
     if args.json:
-        doc = {"results": [r.to_dict() for r in results]}
+        doc = {"results": [r.to_dict() for r in results], **extra}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -115,6 +121,12 @@ def emit(results, args) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ffedge.cli.bench_device import run_on_device
+
+    return run_on_device(args, run_here)  # --device/--host: here, over SSH, or over adb
+
+
+def run_here(args: argparse.Namespace) -> int:
     from ffedge.benchmarks.bench import benchmark
 
     if args.artifact is None and not args.model:

@@ -17,6 +17,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # checked by --host runs
+        from ffedge import __version__
+
+        print(f"ffbench {__version__}")
+        return 0
     return dispatch(
         "ffbench",
         "Measure a FeatherFace model or artifact: latency, memory, size, parity, accuracy.",
