@@ -236,7 +236,8 @@ def bundle_manifest(ctx: ExportContext, final, meta: ArtifactMetadata, version: 
             break
     manifest = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
-        "model": meta.model, "precision": meta.precision, "dcn_mode": final.dcn_mode,
+        "model": meta.model, "precision": meta.precision, "trained_weights": ctx.trained,
+        "dcn_mode": final.dcn_mode,
         "opset": final.opset, "target_tensorrt": str(version),
         "target_jetpack": opts.target_jetpack() or jetpack_for(version),
         "minimum_tensorrt": minimum, "input": INPUT_NAME, "output_names": list(OUTPUT_NAMES),
