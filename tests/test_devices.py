@@ -199,9 +199,11 @@ def test_remote_argv_rebuilds_the_run_options():
     argv = remote_argv(args, {"artifact": "/cache/artifacts/x/a.onnx"})
     joined = " ".join(argv)
     for part in ("--runtime onnxruntime", "--artifact /cache/artifacts/x/a.onnx", "--imgsz 160",
-                 "--no-parity", "--device jetson", "--lock-clocks", "--iterations 7"):
+                 "--no-parity", "--device jetson", "--lock-clocks", "--iterations 7",
+                 "--warmup 3", "--threads 2"):  # defaults are sent too: the same run there
         assert part in joined
-    for local_only in ("--host", "--port", "--json", "--remote-ffbench", "--warmup"):
+    for local_only in ("--host", "--port", "--json", "--remote-ffbench", "--remote-cache",
+                       "--identity", "--serial", "--checkpoint", "--random-init"):
         assert local_only not in argv
 
 
@@ -335,6 +337,15 @@ def test_ssh_run_end_to_end(sshd, small_onnx, tmp_path, capsys):
     remote = Remote(f"{sshd['user']}@127.0.0.1", sshd["port"], sshd["key"],
                     [f"UserKnownHostsFile={sshd['dir'] / 'known_hosts'}"], cache=str(cache))
     assert remote.upload(small_onnx) == (str(copied), sha, False)
+    bundle = tmp_path / "nano_b.trt-bundle"
+    (bundle / "calib").mkdir(parents=True)
+    (bundle / "model.onnx").write_bytes(b"onnx")
+    (bundle / "calib" / "int8.cache").write_bytes(b"scales")
+    (bundle / "model.engine").write_bytes(b"built on another GPU")
+    where, bsha, copied_now = remote.upload(bundle)
+    assert copied_now and bsha == artifact_sha256(bundle)
+    landed = sorted(p.relative_to(where).as_posix() for p in Path(where).rglob("*") if p.is_file())
+    assert landed == ["calib/int8.cache", "model.onnx"]  # the engine stayed behind
 
 
 def test_ssh_without_ffbench_on_the_device_says_how_to_install(sshd, tmp_path, capsys):

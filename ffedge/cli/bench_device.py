@@ -116,7 +116,8 @@ def device_summary(block: dict) -> str:
 
 # -- SSH ---------------------------------------------------------------------------------
 def remote_argv(args: argparse.Namespace, replace: dict[str, str]) -> list[str]:
-    """The same ``ffbench run`` options for the device, rebuilt from the parser's actions."""
+    """The same ``ffbench run`` options for the device, rebuilt from the parser's actions
+    (the paths in ``replace`` swapped for their copies on the device)."""
     parser: argparse.ArgumentParser = args.device_parser
     out: list[str] = []
     for action in parser._actions:
@@ -124,8 +125,8 @@ def remote_argv(args: argparse.Namespace, replace: dict[str, str]) -> list[str]:
         if not action.option_strings or dest in _LOCAL_ONLY or dest == "device_parser":
             continue
         value = replace.get(dest, getattr(args, dest, None))
-        if dest not in replace and (value is None or value == action.default):
-            continue
+        if value is None or value is False or value == []:
+            continue  # every other value is sent, defaults too: the same run, whatever its defaults
         flag = max(action.option_strings, key=len)
         if isinstance(action, argparse._StoreTrueAction):
             out += [flag] if value else []

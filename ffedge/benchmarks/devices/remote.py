@@ -66,7 +66,7 @@ class Remote:
     # -- plumbing -----------------------------------------------------------------------
     def _fail(self, what: str, done: subprocess.CompletedProcess) -> FFEdgeError:
         err = (done.stderr or "").strip().splitlines()
-        last = err[-1] if err else f"exit {done.returncode}"
+        last = err[-1].rstrip(".") if err else f"exit {done.returncode}"
         hint = ""
         if "Host key verification failed" in (done.stderr or ""):
             hint = f"; connect once with `ssh {self.host}` to accept its host key"
