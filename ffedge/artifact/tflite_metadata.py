@@ -399,3 +399,87 @@ def read_standard_metadata(tflite_bytes: bytes) -> dict[str, Any] | None:
     """The ``TFLITE_METADATA`` of a ``.tflite`` as a dict, or None when absent."""
     raw = metadata_buffer(tflite_bytes)
     return None if raw is None else parse_metadata_buffer(raw)
+
+
+# ------------------------------------------------------------ from our artifact metadata
+
+LICENSE = "MIT (featherface-edge); model weights: see the checkpoint's licence"
+AUTHOR = "featherface-edge"
+#: Recommended face threshold, written as ScoreThresholdingOptions on the scores output.
+SCORE_THRESHOLD = 0.5
+
+
+def _image_input(meta: Any, h: int, w: int) -> TensorInfo:
+    spec = meta.spec
+    rgb = spec.channel_order == "RGB"
+    desc = (f"{'RGB' if rgb else 'BGR'} image, NHWC [1, {h}, {w}, 3], float32 pixel values "
+            f"0-255 minus mean {list(spec.mean)} divided by std {list(spec.std)}, per channel "
+            f"in {spec.channel_order} order; letterboxed (scale to fit, top-left aligned, pad "
+            "bottom/right with raw pixel 0).")
+    if not rgb:
+        desc += (" The channels are BGR: the metadata schema has no BGR colour space, so "
+                 "color_space is UNKNOWN and RGB-only pipelines refuse the model instead of "
+                 "feeding it swapped channels. Swap R and B before feeding.")
+    io = meta.extra.get("io", {}).get("input", {})
+    if "scale" in io:
+        desc += (f" Integer input: q = round(x / {io['scale']:.8g}) + {io['zero_point']} "
+                 f"({io['dtype']}).")
+    return TensorInfo(INPUT_TENSOR_NAME, desc, "image", ["batch", "height", "width", "channel"],
+                      color_space="RGB" if rgb else "UNKNOWN", size=(w, h),
+                      mean=tuple(float(v) for v in spec.mean),
+                      std=tuple(float(v) for v in spec.std))
+
+
+INPUT_TENSOR_NAME = "images"
+
+
+def _outputs(meta: Any, priors: int) -> list[TensorInfo]:
+    from ffedge.artifact.metadata import OUTPUT_SEMANTICS
+
+    v0, v1 = meta.spec.priors.variances
+    if meta.extra.get("decode_in_graph"):
+        sem = meta.extra.get("decoded_outputs", {})
+        return [
+            TensorInfo("boxes", f"{sem.get('boxes', '')}. {priors} candidates.",
+                       "bounding_box", ["batch", "candidate", "coordinate"],
+                       content_range=(2, 2), box_type="BOUNDARIES", coordinate_type="RATIO",
+                       box_index=(0, 1, 2, 3)),
+            TensorInfo("scores", f"{sem.get('scores', '')}: keep > threshold, then NMS "
+                       "(IoU 0.4) over boxes.", "feature", ["batch", "candidate"],
+                       score_threshold=SCORE_THRESHOLD, stats_min=(0.0,), stats_max=(1.0,)),
+            TensorInfo("landmarks", sem.get("landmarks", ""), "feature",
+                       ["batch", "candidate", "point_xy"])]
+    note = (f" Priors: see the ffedge metadata entry (spec.priors); variances {v0}, {v1}; "
+            f"{priors} priors in order level, row, column, anchor.")
+    return [
+        TensorInfo("boxes", OUTPUT_SEMANTICS["boxes"] + note, "feature",
+                   ["batch", "prior", "delta"]),
+        TensorInfo("scores", OUTPUT_SEMANTICS["scores"] + "; face = index 1.", "feature",
+                   ["batch", "prior", "class"], score_threshold=SCORE_THRESHOLD,
+                   stats_min=(0.0,), stats_max=(1.0,)),
+        TensorInfo("landmarks", OUTPUT_SEMANTICS["landmarks"], "feature",
+                   ["batch", "prior", "delta"])]
+
+
+def standard_metadata(meta: Any) -> StandardMetadata:
+    """The ``TFLITE_METADATA`` for an :class:`~ffedge.artifact.metadata.ArtifactMetadata`.
+
+    Output tensor metadata follows the graph's output order (the contract in
+    ``meta.extra["io"]``), as the schema requires."""
+    h, w = meta.spec.input_size
+    priors = meta.spec.num_priors
+    outs = {t.name: t for t in _outputs(meta, priors)}
+    order = [d["name"] for d in meta.extra.get("io", {}).get("outputs", [])]
+    outputs = [outs[n] for n in order if n in outs] or list(outs.values())
+    kind = "decoded boxes" if meta.extra.get("decode_in_graph") else "raw RetinaFace outputs"
+    return StandardMetadata(
+        name=f"FeatherFace {meta.model} face detector",
+        description=(f"FeatherFace {meta.model} ({meta.precision}), {h}x{w} input, {kind}: "
+                     "boxes, face scores and five landmarks per prior. Full contract "
+                     "(priors, decoding, NMS) in the 'ffedge' metadata entry and "
+                     "docs/mobile.md."),
+        version=f"{meta.tool_version}; checkpoint sha256 "
+                f"{meta.checkpoint_sha256[:16] or 'none (random init)'}",
+        author=AUTHOR, license=LICENSE,
+        inputs=[_image_input(meta, h, w)], outputs=outputs,
+        subgraph_name="serving_default")
