@@ -8,6 +8,7 @@ On x86 CPUs without VNNI, ORT's u8s8 kernels accumulate pairs in int16 and satur
 
 from __future__ import annotations
 
+import inspect
 import logging
 import tempfile
 import warnings
@@ -86,9 +87,13 @@ def resolve_exclusions(model_path: Path, exclude: tuple[str, ...]) -> list[str]:
 
 
 def quantize_qdq(fp32_path: str | Path, out_path: str | Path, dataset, options: QuantOptions,
-                 input_name: str = "images") -> Path:
+                 input_name: str = "images", calibration_cache: str | Path | None = None) -> Path:
     """Static QDQ quantisation of ``fp32_path`` calibrated on ``dataset`` (a
-    :class:`~ffedge.calibration.CalibrationDataset`), written to ``out_path``."""
+    :class:`~ffedge.calibration.CalibrationDataset`), written to ``out_path``.
+
+    ``calibration_cache``: a JSON file of tensor ranges (ORT's calibration cache): written
+    by the first call, reused by later ones with the same model and method, so a search
+    that rebuilds with different float nodes calibrates once."""
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import CalibrationMethod
 
@@ -105,17 +110,22 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, dataset, options: 
             warnings.simplefilter("ignore")
             root.setLevel(logging.ERROR)  # the quantiser logs per-tensor chatter at WARNING
             try:
-                _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, extra)
+                _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, extra,
+                          calibration_cache)
             finally:
                 root.setLevel(level)
     return Path(out_path)
 
 
-def _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, extra) -> None:
+def _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, extra,
+              calibration_cache=None) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    cache = {}
+    if calibration_cache and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        cache["calibration_cache_path"] = str(calibration_cache)  # onnxruntime >= 1.32
     excluded = resolve_exclusions(pre, options.exclude) + list(options.fallback)
     quantize_static(
         str(pre), str(out_path), dataset.as_ort_reader(input_name),
@@ -128,6 +138,7 @@ def _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, ex
         op_types_to_quantize=None,
         reduce_range=options.resolved_reduce_range(),
         extra_options=extra,
+        **cache,
     )
 
 

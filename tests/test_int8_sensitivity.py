@@ -1,0 +1,147 @@
+"""The measured INT8 sensitivity pass: a deliberately broken node ranks first, and the
+search keeps the fewest top-ranked nodes float that pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from ffedge.export.int8_ort import QuantOptions, quantize_qdq  # noqa: E402
+from ffedge.export.sensitivity import (  # noqa: E402
+    SensitivitySearch,
+    _join,
+    output_gains,
+    rank_nodes,
+)
+
+
+class Tiny(nn.Module):
+    """conv -> relu -> conv (one output channel scaled by 1000) -> conv (scaled back) -> conv.
+    The same function as without the scaling, but per-tensor uint8 quantisation of the
+    second conv's output wipes out every other channel of that tensor."""
+
+    def __init__(self, broken: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.d = nn.Conv2d(8, 4, 3, padding=1)
+        if broken:
+            with torch.no_grad():
+                self.b.weight[2] *= 1000.0
+                self.b.bias[2] *= 1000.0
+                self.c.weight[:, 2] /= 1000.0
+
+    def forward(self, x):
+        x = torch.relu(self.a(x))
+        x = self.b(x)
+        x = torch.relu(self.c(x))
+        return self.d(x)
+
+
+class _Data:
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def as_ort_reader(self, name):
+        from onnxruntime.quantization import CalibrationDataReader
+
+        arrays = self.arrays
+
+        class R(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter(arrays)
+
+            def get_next(self):
+                x = next(self.it, None)
+                return None if x is None else {name: x}
+
+        return R()
+
+
+def _export(net, path):
+    x = torch.zeros(1, 3, 32, 32)
+    torch.onnx.export(net.eval(), (x,), str(path), input_names=["images"], output_names=["out"],
+                      opset_version=17, dynamo=False)
+
+
+@pytest.fixture
+def broken(tmp_path):
+    net = Tiny(broken=True)
+    fp32, qdq = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
+    _export(net, fp32)
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(6)]
+    quantize_qdq(fp32, qdq, _Data(arrays), QuantOptions(reduce_range=False))
+    return net, fp32, qdq, arrays
+
+
+def test_module_path_from_onnx_scope():
+    assert _join(["model", "body", "stage1", "stage1.0", "stage1.0.0"]) == "model.body.stage1.0.0"
+    assert _join(["model", "bifpn", "bifpn.1", "conv4_up"]) == "model.bifpn.1.conv4_up"
+
+
+def test_broken_node_ranks_first(broken):
+    net, fp32, qdq, arrays = broken
+    names = [n.name for n in onnx.load(str(fp32)).graph.node]
+    conv_b = next(n for n in names if n.startswith("/b/"))
+    conv_c = next(n for n in names if n.startswith("/c/"))
+    feeds = [{"images": a} for a in arrays[:3]]
+    for gains in (None, output_gains(net, arrays[:2])):
+        ranked = rank_nodes(fp32, qdq, feeds, gains)
+        # the tensor b -> c carries the outlier: its producer and consumer lead the list
+        # (unbroken, c ranks 5th of 6)
+        assert {r.name for r in ranked[:2]} == {conv_b, conv_c}, [(r.name, r.score) for r in ranked]
+        assert ranked[1].score > 2 * ranked[2].score
+
+
+def test_search_returns_the_fewest_prefix():
+    ranked = [f"n{i}" for i in range(40)]
+    need = {"n0", "n4", "n6"}  # passes once these three are float
+
+    def score(excluded):
+        return 0.99 if need <= set(excluded) else 0.5
+
+    s = SensitivitySearch(ranked, 0.98, score=score, log=lambda m: None)
+    assert s.run() == ranked[:7]
+    assert s.trials <= 8  # 0,1,2,4,8 then bisect 5..7, not 40 one-at-a-time trials
+
+
+def test_search_passes_at_zero_and_gives_up():
+    s = SensitivitySearch(["a", "b"], 0.9, score=lambda ex: 0.95, log=lambda m: None)
+    assert s.run() == [] and s.trials == 1
+    s = SensitivitySearch(["a", "b", "c"], 0.9, score=lambda ex: 0.1, log=lambda m: None)
+    assert s.run() is None
+
+
+@pytest.mark.slow
+def test_real_search_rescues_the_broken_model(broken, tmp_path):
+    """Real quantiser and runtime: float fallback of the top-ranked nodes restores the
+    output, and the search needs only a prefix of the ranking."""
+    import onnxruntime as ort
+
+    net, fp32, qdq, arrays = broken
+    feeds = [{"images": a} for a in arrays[:3]]
+    ranked = [r.name for r in rank_nodes(fp32, qdq, feeds, output_gains(net, arrays[:2]))]
+    with torch.no_grad():
+        refs = [net(torch.from_numpy(a)).numpy() for a in arrays]
+
+    def score(excluded):
+        path = tmp_path / f"q{len(excluded)}.onnx"
+        quantize_qdq(fp32, path, _Data(arrays), QuantOptions(reduce_range=False, fallback=tuple(excluded)),
+                     calibration_cache=tmp_path / "calib.json")
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        err = np.mean([np.mean((sess.run(None, {"images": a})[0] - r) ** 2) / np.mean(r ** 2)
+                       for a, r in zip(arrays, refs)])
+        return 1.0 - float(err)  # "F1-like": 1 - relative output error
+
+    s = SensitivitySearch(ranked, 0.99, score=score, log=lambda m: None)
+    assert score([]) < 0.99
+    kept = s.run()
+    assert kept is not None and 0 < len(kept) <= 4
