@@ -31,6 +31,7 @@ class BenchResult:
     peak_rss_mb: float
     faces_per_image: list[int] = field(default_factory=list)
     parity: ParityReport | None = None
+    delegates: list[str] = field(default_factory=list)  # .tflite: GPU / Core ML coverage
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class BenchResult:
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "faces_per_image": self.faces_per_image,
             "parity": self.parity.to_dict() if self.parity else None,
+            "delegates": self.delegates,
         }
 
 
@@ -95,7 +97,18 @@ def benchmark(runner: Runner, images: list[np.ndarray], warmup: int = 3, iterati
         peak_rss_mb=peak_rss_mb(),
         faces_per_image=faces,
         parity=parity,
+        delegates=_delegates(runner),
     )
+
+
+def _delegates(runner: Runner) -> list[str]:
+    """For a ``.tflite``: which mobile delegates take its ops (from the file)."""
+    path = runner.info.path
+    if path is None or path.suffix.lower() != ".tflite":
+        return []
+    from ffedge.artifact.tflite_delegates import delegate_summary
+
+    return [f"{path.name}: {line}" for line in delegate_summary(path.read_bytes())]
 
 
 def render_table(results: list[BenchResult]) -> str:
@@ -117,4 +130,5 @@ def render_table(results: list[BenchResult]) -> str:
     fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
     lines = [fmt.format(*head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += [fmt.format(*row) for row in rows]
+    lines += [line for r in results for line in r.delegates]
     return "\n".join(lines)
