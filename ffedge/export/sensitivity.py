@@ -286,3 +286,35 @@ class SensitivitySearch:
 def feeds_from_batches(batches, input_name: str = "images", limit: int = 8) -> list[dict]:
     """ORT feeds from gate batches ``[(nchw, transforms), ...]`` (the first ``limit``)."""
     return [{input_name: np.ascontiguousarray(x, dtype=np.float32)} for x, _ in batches[:limit]]
+
+
+def sensitivity_fallback(build, names, reference, probe_batches, min_f1, log=None):
+    """A fallback strategy with the pipeline's signature
+    ``(build, names, reference, probe_batches, min_f1) -> (node names or None, trials)``.
+
+    Builds the fully quantised model once; when it is an ONNX QDQ file, ranks its nodes
+    (:func:`rank_nodes`, gains from the torch reference at half resolution) and bisects
+    over the ranking. Other backends (an OpenVINO IR) get the hierarchical search."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    full = build([])
+    path = getattr(full.info, "path", None)
+    if path is None or Path(path).suffix.lower() != ".onnx":
+        from ffedge.export.fidelity import FallbackSearch
+
+        search = FallbackSearch(build, names, reference, probe_batches, min_f1, log=log)
+        return search.run(), search.trials
+    feeds = feeds_from_batches(probe_batches, limit=4)
+    gains = None
+    module = getattr(reference, "module", None)
+    if module is not None:
+        from ffedge.export.wrapper import DeployWrapper
+
+        reference.activate()
+        half = [f["images"][:, :, ::2, ::2] for f in feeds[:1]]
+        gains = output_gains(DeployWrapper(reference.module).eval(), half)
+    ranked = [r.name for r in rank_nodes(path, path, feeds, gains) if r.name in set(names)]
+    log(f"  sensitivity: {len(ranked)} nodes ranked; worst: "
+        + ", ".join(n.rsplit("/", 2)[-2] for n in ranked[:4]))
+    search = SensitivitySearch(ranked, min_f1, build=build, reference=reference,
+                               batches=probe_batches, log=log)
+    return search.run(), search.trials + 1
