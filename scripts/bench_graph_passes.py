@@ -73,7 +73,8 @@ def ov_compiled(path: Path, threads: int, profile: bool = False):
     import openvino as ov
 
     core = ov.Core()
-    cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+           "INFERENCE_PRECISION_HINT": "f32"}  # as the product runner
     if profile:
         cfg["PERF_COUNT"] = True
     compiled = core.compile_model(ov.convert_model(str(path)), "CPU", cfg)

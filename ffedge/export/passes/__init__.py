@@ -49,6 +49,7 @@ def _agrees(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 def _torch_passes(level: int) -> list[tuple[str, Callable[[nn.Module], nn.Module | int]]]:
     from ffedge.export.passes.attention import pair_channel_attention
     from ffedge.export.passes.bn_fold import drop_identities, fold_batchnorm
+    from ffedge.export.passes.dcn_grid import affine_grid_dcn
     from ffedge.export.passes.heads import merge_heads
 
     if level <= 0:
@@ -58,11 +59,8 @@ def _torch_passes(level: int) -> list[tuple[str, Callable[[nn.Module], nn.Module
         ("drop_identities", drop_identities),
         ("pair_channel_attention", pair_channel_attention),
         ("merge_heads", merge_heads),
+        ("affine_grid_dcn", affine_grid_dcn),
     ]
-    if level >= 2:
-        from ffedge.export.passes.dcn_grid import affine_grid_dcn
-
-        passes.append(("affine_grid_dcn", affine_grid_dcn))
     return passes
 
 
