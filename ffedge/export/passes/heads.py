@@ -8,7 +8,7 @@ merged form runs one conv per level whose output channels are laid out anchor-ma
 concat over levels and three slices. The class rows are replaced by their differences
 (``W1 - W0``, ``W0 - W1``): ``softmax([a, b]) == sigmoid([a - b, b - a])``, so the Softmax
 becomes a Sigmoid and the module emits probabilities (``emits_scores = True``, which the
-deploy wrapper honours).
+deploy wrapper honours); module paths, hence ONNX node names, stay as they were.
 
 The heads are found by probing: each ``Conv1x1Head`` is hooked, a small input is run, and the
 heads that read the same tensor form a level. A ``ChannelShuffle`` whose every output feeds
@@ -17,6 +17,7 @@ only heads is folded into the heads' input channels (:mod:`.shuffle_fold`).
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field
 
 import torch
@@ -117,31 +118,21 @@ class _Tap(nn.Module):
         return x.new_zeros((x.shape[0], 0, self.per_anchor))
 
 
-class MergedHeadDetector(nn.Module):
-    """``images -> (boxes, scores, landmarks)``: the wrapped model computes the per-level
-    features (its own heads are taps), the merged convs predict everything at once."""
-
-    emits_scores = True
-
-    def __init__(self, model: nn.Module, convs: list[nn.Conv2d],
-                 sink: dict[int, torch.Tensor]) -> None:
-        super().__init__()
-        self.model = model
-        self.convs = nn.ModuleList(convs)
-        self.sink = sink
-        self.spec = getattr(model, "spec", None)
-        self.model_name = getattr(model, "model_name", "")
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.sink.clear()
-        self.model(images)
-        outs = []
-        for i, conv in enumerate(self.convs):
-            y = conv(self.sink[i]).permute(0, 2, 3, 1)
-            outs.append(y.reshape(y.shape[0], -1, MERGED_WIDTH))
-        self.sink.clear()
-        y = torch.cat(outs, dim=1)
-        return y[..., :4], torch.sigmoid(y[..., 4:6]), y[..., 6:]
+def merged_forward(self: nn.Module, images: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``images -> (boxes, scores, landmarks)``, bound to the model by :func:`merge_heads`:
+    the model's own forward computes the per-level features (its heads are taps, their
+    outputs dead code the tracer drops), the merged convs predict everything at once."""
+    sink = self.merged_head_sink
+    sink.clear()
+    type(self).forward(self, images)
+    outs = []
+    for i, conv in enumerate(self.merged_heads):
+        y = conv(sink[i]).permute(0, 2, 3, 1)
+        outs.append(y.reshape(y.shape[0], -1, MERGED_WIDTH))
+    sink.clear()
+    y = torch.cat(outs, dim=1)
+    return y[..., :4], torch.sigmoid(y[..., 4:6]), y[..., 6:]
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -150,8 +141,10 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def merge_heads(net: nn.Module, fold_shuffle: bool = True) -> nn.Module:
-    """``net`` (modified in place: its heads become taps) wrapped in a
-    :class:`MergedHeadDetector`. Raises ``ValueError`` when the heads do not fit the pattern."""
+    """Rewrite ``net`` in place and return it: its heads become taps, ``net.merged_heads``
+    holds one conv per level, ``net.forward`` is :func:`merged_forward` and
+    ``net.emits_scores`` is True. Module paths (ONNX node names, INT8 scopes) are unchanged.
+    Raises ``ValueError`` when the heads do not fit the pattern."""
     from ffedge.export.passes.shuffle_fold import shuffle_permutation
 
     levels, shuffled = probe_levels(net)
@@ -178,4 +171,8 @@ def merge_heads(net: nn.Module, fold_shuffle: bool = True) -> nn.Module:
         for role, name in lvl.heads.items():
             per_anchor = {"box": 4, "cls": 2, "lmk": 10}[role]
             _set_module(net, name, _Tap(per_anchor, i, sink if role == "box" else None))
-    return MergedHeadDetector(net, convs, sink)
+    net.merged_heads = nn.ModuleList(convs)
+    net.merged_head_sink = sink
+    net.emits_scores = True
+    net.forward = types.MethodType(merged_forward, net)
+    return net
