@@ -53,3 +53,14 @@ def list_images(root: str | Path) -> list[Path]:
     if not r.is_dir():
         raise FFEdgeError(f"image folder not found: {r}")
     return sorted(p for p in r.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def random_images(n: int, input_size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    """Deterministic noise images with some structure (blurred blobs), uint8 BGR."""
+    rng = np.random.default_rng(seed)
+    h, w = input_size
+    out = []
+    for _ in range(n):
+        img = rng.integers(0, 256, size=(h // 8, w // 8, 3), dtype=np.uint8)
+        out.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC))
+    return out

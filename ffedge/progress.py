@@ -31,3 +31,8 @@ class Progress:
         if self.enabled:
             sys.stderr.write("\r" + " " * (len(self.label) + 45) + "\r")
             sys.stderr.flush()
+
+
+def log(msg: str) -> None:
+    """One line of our own progress/status output (stderr; stdout carries results)."""
+    print(msg, file=sys.stderr, flush=True)

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 SPEC_VERSION = 1
+#: Every zoo model's total stride: input sides must be multiples of it.
+SIZE_DIVISOR = 32
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,18 @@ class PriorSpec:
 
 
 @dataclass(frozen=True)
+class DecodeDefaults:
+    """RetinaFace's post-processing defaults (the WIDER FACE evaluation setting)."""
+
+    nms_threshold: float = 0.4
+    top_k: int = 5000  # candidates into NMS
+    max_detections: int = 750  # faces kept after NMS
+
+
+DECODE = DecodeDefaults()
+
+
+@dataclass(frozen=True)
 class DeploymentSpec:
     """How to turn an image into the model's input, and its outputs back into faces.
 
@@ -79,9 +93,12 @@ class DeploymentSpec:
     resize_mode: str = "letterbox"
     pad_value: float = 0.0
     priors: PriorSpec = field(default_factory=PriorSpec)
-    size_divisor: int = 32
+    size_divisor: int = SIZE_DIVISOR
+    layout: str = "NCHW"  # of the artifact's input tensor; preprocess always yields NCHW
 
     def __post_init__(self) -> None:
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"layout must be NCHW or NHWC, not {self.layout!r}")
         if self.channel_order not in ("BGR", "RGB"):
             raise ValueError(f"channel_order must be BGR or RGB, not {self.channel_order!r}")
         if self.resize_mode not in ("resize", "letterbox"):
@@ -95,6 +112,9 @@ class DeploymentSpec:
     def with_input_size(self, height: int, width: int) -> DeploymentSpec:
         return replace(self, input_size=(int(height), int(width)))
 
+    def with_layout(self, layout: str) -> DeploymentSpec:
+        return replace(self, layout=layout)
+
     @property
     def num_priors(self) -> int:
         return self.priors.num_priors(*self.input_size)
@@ -105,7 +125,6 @@ class DeploymentSpec:
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
         d["priors"] = self.priors.to_dict()
-        d["layout"] = "NCHW"
         d["dtype"] = "float32"
         d["spec_version"] = SPEC_VERSION
         return d
@@ -123,7 +142,8 @@ class DeploymentSpec:
             resize_mode=str(d.get("resize_mode", "letterbox")),
             pad_value=float(d.get("pad_value", 0.0)),
             priors=PriorSpec.from_dict(d["priors"]),
-            size_divisor=int(d.get("size_divisor", 32)),
+            size_divisor=int(d.get("size_divisor", SIZE_DIVISOR)),
+            layout=str(d.get("layout", "NCHW")),
         )
 
     @classmethod

@@ -9,7 +9,7 @@ import torch
 from ffedge.cli.ffexport import main as ffexport
 from ffedge.errors import FFEdgeError
 from ffedge.export.int8_ort import QuantOptions, cpu_has_vnni
-from ffedge.export.int8_target import export_int8
+from ffedge.export.onnx_target import export_int8
 from ffedge.models.checkpoint import read_state_dict
 from ffedge.runtimes import load_runner
 from ffedge.weights import bundled_checkpoint
@@ -20,9 +20,9 @@ from .conftest import synthetic_images
 def test_qdq_artifact_metadata_and_options(tmp_path):
     calib = synthetic_images(tmp_path / "calib", 6)
     out = tmp_path / "nano_int8.onnx"
-    report, fid = export_int8("nano_b", calib, output=out, input_size=(320, 320), num_images=4,
-                              num_eval=2, min_f1=0.0, options=QuantOptions(symmetric=True),
-                              cache_dir=tmp_path / "cache")
+    report = export_int8("nano_b", calib, output=out, input_size=(320, 320), num_images=4,
+                         num_eval=2, min_f1=0.0, options=QuantOptions(symmetric=True),
+                         cache_dir=tmp_path / "cache")
     proto = onnx.load(str(out))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -34,7 +34,7 @@ def test_qdq_artifact_metadata_and_options(tmp_path):
     meta = r.info.extra["metadata"].extra
     assert meta["quantization"]["activations"] == "int8 symmetric"
     assert meta["calibration"]["images"] == 4 and meta["calibration"]["eval_images"] == 2
-    assert fid.parity.images == 2
+    assert report.parity.images == 2
 
 
 def test_gate_failure_leaves_nothing(tmp_path):
@@ -97,10 +97,10 @@ def test_auto_fallback_rescues_a_built_failure(tmp_path, outlier_v1, shared_imag
     common = dict(model="v1", calib=calib, checkpoint=outlier_v1, input_size=(320, 320),
                   num_images=8, num_eval=11, min_f1=0.9, cache_dir=tmp_path / "cache")
     with pytest.raises(FFEdgeError, match="fidelity gate failed"):
-        export_int8(output=tmp_path / "plain.onnx", **common)
-    report, fid = export_int8(output=tmp_path / "rescued.onnx", auto_fallback=True, **common)
-    assert fid.passed and fid.parity.detections.f1 >= 0.9
-    assert fid.excluded and any("stage2" in s for s in fid.excluded)
+        export_int8(output=tmp_path / "plain.onnx", fallback=False, **common)
+    report = export_int8(output=tmp_path / "rescued.onnx", **common)  # the search is the default
+    assert report.passed and report.parity.detections.f1 >= 0.9
+    assert report.excluded and any("stage2" in s for s in report.excluded)
     # the fewest needed: far from everything in float
     proto = onnx.load(str(report.path))
     assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) > 100

@@ -31,13 +31,13 @@ def ir_files(xml):
 @pytest.fixture(scope="module")
 def nano_ir(tmp_path_factory):
     out = tmp_path_factory.mktemp("ov") / "nano_b.xml"
-    report, fid = export_openvino("nano_b", output=out, input_size=SIZE)
-    return out, report, fid
+    report = export_openvino("nano_b", output=out, input_size=SIZE)
+    return out, report
 
 
 def test_fp32_ir_parity_and_metadata(nano_ir):
-    out, report, fid = nano_ir
-    assert fid is None and all(p.is_file() for p in ir_files(out))
+    out, report = nano_ir
+    assert report.precision == "fp32" and all(p.is_file() for p in ir_files(out))
     o = report.parity.outputs
     assert o["boxes"].max_abs < 2e-4 and o["scores"].max_abs < 2e-5
     r = load_runner(artifact=out, threads=1)
@@ -77,7 +77,7 @@ def test_v1_fp32_ir_uses_gridsample(v1_checkpoint, shared_images):
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "v1.xml"
-        report, _ = export_openvino("v1", v1_checkpoint, out, SIZE, verify_images=photos)
+        report = export_openvino("v1", v1_checkpoint, out, SIZE, verify_images=photos)
         assert report.node_histogram.get("GridSample", 0) > 0
         assert report.parity.detections.f1 == 1.0
         r = load_runner(artifact=out)
@@ -88,10 +88,10 @@ def test_v1_fp32_ir_uses_gridsample(v1_checkpoint, shared_images):
 def test_int8_nncf_on_synthetic_images(tmp_path):
     calib = synthetic_images(tmp_path / "calib", 5)
     out = tmp_path / "nano_int8.xml"
-    report, fid = export_openvino("nano_b", output=out, input_size=SIZE, precision="int8",
+    report = export_openvino("nano_b", output=out, input_size=SIZE, precision="int8",
                                   calib=calib, int8=Int8Options(via="nncf"), num_images=3,
                                   num_eval=2, min_f1=0.0, cache_dir=tmp_path / "cache")
-    assert all(p.is_file() for p in ir_files(out)) and fid.parity.images == 2
+    assert all(p.is_file() for p in ir_files(out)) and report.parity.images == 2
     assert report.node_histogram.get("FakeQuantize", 0) > 0
     r = load_runner(artifact=out)
     meta = r.info.extra["metadata"].extra

@@ -15,8 +15,6 @@ original pixels), interleaved in the same run so machine noise hits both alike.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,14 +27,11 @@ from ffedge.decoder.postprocess import Decoder
 from ffedge.decoder.priors import generate_priors
 from ffedge.decoder.reference import reference_postprocess
 from ffedge.decoder.transform import Transform
-from ffedge.errors import FFEdgeError
-from ffedge.spec import DeploymentSpec, PriorSpec
+from ffedge.spec import DeploymentSpec
+from ffedge.specs import NANO_B_SPEC
 
 CROWDS = ("crowd_a", "crowd_b", "crowd_tiny_faces")
 THRESHOLDS = (0.5, 0.02)
-# A 3-anchors-per-level spec (25,200 priors at 640x640) for when nano_b is not registered.
-THREE_ANCHOR_PRIORS = PriorSpec(steps=(8, 16, 32),
-                                min_sizes=((8, 16, 32), (48, 64, 96), (128, 256, 512)))
 
 
 def default_shared() -> Path:
@@ -118,16 +113,8 @@ def model_cases(model: str, checkpoint: Path, images: list[Path], size: int = 64
 
 
 def three_anchor_spec() -> DeploymentSpec:
-    """``nano_b``'s spec when registered, else the same geometry with 3 anchors per level."""
-    try:
-        from ffedge.models import get_spec
-
-        spec = get_spec("nano_b")
-        if all(a == 3 for a in spec.priors.anchors_per_level):
-            return spec
-    except (ImportError, FFEdgeError):
-        pass
-    return DeploymentSpec(priors=THREE_ANCHOR_PRIORS)
+    """``nano_b``'s spec: 3 anchors per level, 25,200 priors at 640x640."""
+    return NANO_B_SPEC
 
 
 def resample_anchors(case: Case, target: DeploymentSpec, seed: int = 0) -> Case:
@@ -193,7 +180,7 @@ def synthetic_case(spec: DeploymentSpec, faces: int = 60, seed: int = 0, name: s
     cx, cy = rng.uniform(0.05, 0.95, faces) * w, rng.uniform(0.05, 0.95, faces) * h
     gt = np.stack([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2], 1)
     scale = np.array([w, h, w, h], np.float32)
-    pb = decode_boxes(np.zeros((p, 4), np.float32), priors, (0.1, 0.2)) * scale
+    pb = decode_boxes(np.zeros((p, 4), np.float32), priors, spec.priors.variances) * scale
     # best face per prior by IoU (dense: p x faces is small)
     ix1 = np.maximum(pb[:, None, 0], gt[None, :, 0])
     iy1 = np.maximum(pb[:, None, 1], gt[None, :, 1])
@@ -270,66 +257,3 @@ def time_case(case: Case, threshold: float, repeats: int = 200, ref_repeats: int
     candidates = int((case.scores[:, 1] > np.float32(threshold)).sum())
     return Timing(case.name, int(case.scores.shape[0]), threshold, candidates, len(dets),
                   len(classic[1]), bool(same), _median_ms(t_ours), _median_ms(t_ref))
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shared", type=Path, default=None,
-                        help="folder with images/ and checkpoints/ (default: ../shared)")
-    parser.add_argument("--images", nargs="*", default=list(CROWDS),
-                        help="photo names in shared/images (default: the three crowds)")
-    parser.add_argument("--nano-checkpoint", type=Path, default=None,
-                        help="a trained nano_b checkpoint: use its real outputs")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
-    parser.add_argument("--repeats", type=int, default=200, help="timed calls of our decoder")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for the model")
-    parser.add_argument("--original-size", action="store_true",
-                        help="also time v1 at each photo's own size (the WIDER FACE setting)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def build_cases(args: argparse.Namespace) -> list[Case]:
-    shared = args.shared or default_shared()
-    ckpt = shared / "checkpoints" / "featherface_v1_widerface.pth"
-    images = [shared / "images" / f"{n}.jpg" for n in args.images]
-    nano_spec = three_anchor_spec()
-    if ckpt.is_file() and all(p.is_file() for p in images):
-        v1 = v1_cases(images, ckpt, threads=args.threads)
-        if args.nano_checkpoint is not None:
-            nano = model_cases("nano_b", args.nano_checkpoint, images, threads=args.threads)
-        else:
-            nano = [resample_anchors(c, nano_spec, seed=k) for k, c in enumerate(v1)]
-        extra = v1_cases(images, ckpt, None, args.threads) if args.original_size else []
-        return v1 + nano + extra
-    from ffedge.models import get_spec
-
-    return [synthetic_case(get_spec("v1"), seed=1, name="v1/synthetic"),
-            synthetic_case(nano_spec, seed=2, name="nano_b/synthetic")]
-
-
-def format_table(rows: list[Timing]) -> str:
-    head = ("| case | priors | threshold | candidates | kept (ours = ref, continuous IoU) "
-            "| kept (ref, +1 px) | ours ms | reference ms | speed-up |")
-    lines = [head, "|" + "---|" * 9]
-    for r in rows:
-        lines.append(
-            f"| {r.case} | {r.priors:,} | {r.threshold:g} | {r.candidates:,} | {r.kept:,}"
-            f"{'' if r.identical_to_reference else ' (DIFFERS)'} | {r.kept_reference_plus_one:,} "
-            f"| {r.ours_ms:.3f} | {r.reference_ms:.2f} | {r.speedup:.1f}x |"
-        )
-    return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    cases = build_cases(args)
-    rows = [time_case(c, thr, args.repeats) for c in cases for thr in args.thresholds]
-    if args.json:
-        print(json.dumps({"sources": {c.name: c.source for c in cases},
-                          "results": [r.to_dict() for r in rows]}, indent=2))
-    else:
-        print(format_table(rows))
-        for c in cases:
-            print(f"  {c.name}: {c.source}")
-    return 0 if all(r.identical_to_reference for r in rows) else 1

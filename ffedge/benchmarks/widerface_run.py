@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from ffedge.benchmarks.latency import LatencyStats
-from ffedge.progress import Progress
 from ffedge.benchmarks.widerface import (
     GroundTruth,
     PredictionFormatError,
@@ -39,7 +38,9 @@ from ffedge.benchmarks.widerface import (
 from ffedge.decoder import Decoder, Transform, preprocess
 from ffedge.errors import FFEdgeError
 from ffedge.imageio import read_image
+from ffedge.progress import Progress
 from ffedge.runtimes.base import Runner
+from ffedge.spec import DECODE
 
 MARKER = ".ffedge-widerface.json"
 ORIGINAL = "original"
@@ -53,9 +54,9 @@ class DetectSettings:
     750 faces at most."""
 
     score_threshold: float = 0.02
-    nms_threshold: float = 0.4
-    top_k: int = 5000
-    max_detections: int = 750
+    nms_threshold: float = DECODE.nms_threshold
+    top_k: int = DECODE.top_k
+    max_detections: int = DECODE.max_detections
     size: Size = None
 
     def describe_size(self, runner: Runner) -> str:

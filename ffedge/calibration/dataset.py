@@ -31,13 +31,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ffedge.progress import Progress
+from ffedge.artifact.metadata import INPUT_NAME
 from ffedge.calibration.cache import TensorCache, tensor_key
 from ffedge.calibration.sources import DEFAULT_NUM_IMAGES, CalibrationSource, open_source
 from ffedge.decoder.transform import preprocess
 from ffedge.errors import FFEdgeError, require
-from ffedge.artifact.metadata import INPUT_NAME
 from ffedge.imageio import read_image
+from ffedge.progress import Progress
 from ffedge.spec import DeploymentSpec
 
 PathLike = str | os.PathLike[str]

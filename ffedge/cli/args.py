@@ -1,22 +1,81 @@
-"""The argument table every command shares (model, checkpoint, size, output, threads)."""
+"""The argument groups every command shares (model, size, output, runner, calibration),
+and ``runner_from_args``: one way from parsed flags to a runner."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from ffedge.cli.common import parse_imgsz
+from ffedge.errors import FFEdgeError
+
+# Peak memory of float inference per input pixel, measured with /usr/bin/time on V1 at
+# 640-2560 px (~0.2 KB/px incl. the runtime's arena); exporters need ~3x that while tracing.
+BYTES_PER_PIXEL = 200
+MEMORY_SHARE = 0.6  # refuse a size needing more than this share of available memory
+
+
+def model_help() -> str:
+    from ffedge.specs import MODEL_SPECS
+
+    return "model name: " + ", ".join(MODEL_SPECS) + " (or --model-def FILE.py:FACTORY)"
 
 
 def add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required, help="model name: v1, v2_ultra, nano_b")
+    p.add_argument("--model", required=model_required, help=model_help())
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="weights (.pth); default: the bundled weights when the model has them")
     p.add_argument("--random-init", action="store_true",
                    help="use random weights even when bundled weights exist")
     p.add_argument("--imgsz", type=int, nargs="+", metavar="N",
                    help="input size: one value (square) or H W; multiples of 32 (default 640)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show third-party converter/runtime output")
+
+
+def add_runner_args(p: argparse.ArgumentParser) -> None:
+    """``--runtime`` / ``--artifact`` with the choices read from the target registry."""
+    from ffedge.artifact.targets import help_line
+
+    p.add_argument("--runtime", default=None,
+                   help=f"runtime: {help_line()} (default: torch for --model, from the file "
+                        "type for --artifact)")
+    p.add_argument("--artifact", type=Path, default=None, help="exported model to run")
+
+
+def add_quant_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """Calibration and fidelity-gate options, the same for every quantised target."""
+    g = p.add_argument_group("int8 calibration and fidelity gate")
+    g.add_argument("--calib", type=Path, required=required,
+                   help="calibration images: WIDER_train, a label.txt, any folder, or a .txt of "
+                        "paths" + ("" if required else " (int8 only)"))
+    g.add_argument("--num-images", type=int, default=300, help="calibration images (default 300)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--eval-images", type=Path, default=None,
+                   help="held-out photos for the fidelity gate (default: a disjoint sample of --calib)")
+    g.add_argument("--num-eval", type=int, default=50, help="held-out images when sampled (default 50)")
+    g.add_argument("--min-f1", type=float, default=None,
+                   help="fail (and write nothing) below this detection F1 vs torch FP32 "
+                        "(default 0.98 with trained weights; reported only with random weights)")
+    g.add_argument("--no-fallback", action="store_true",
+                   help="do not search for layers to keep in float when the gate fails")
+    g.add_argument("--auto-fallback", action="store_true",
+                   help=argparse.SUPPRESS)  # the default since 0.2; accepted for old scripts
+    g.add_argument("--cache-dir", type=Path, default=None, help="calibration tensor cache")
+
+
+def calibration(args: argparse.Namespace):
+    """The :class:`~ffedge.export.calibration_plan.Calibration` the flags ask for, or None."""
+    from ffedge.export.calibration_plan import Calibration
+
+    if getattr(args, "calib", None) is None:
+        return None
+    if args.num_images < 1 or args.num_eval < 1:
+        raise FFEdgeError("--num-images and --num-eval must be at least 1")
+    return Calibration(args.calib, args.num_images, args.seed, args.eval_images, args.num_eval,
+                       args.cache_dir)
 
 
 def resolve_checkpoint(args: argparse.Namespace, quiet: bool = False) -> Path | None:
@@ -24,21 +83,75 @@ def resolve_checkpoint(args: argparse.Namespace, quiet: bool = False) -> Path | 
     if getattr(args, "checkpoint", None) is not None:
         return args.checkpoint
     if getattr(args, "random_init", False) or not getattr(args, "model", None):
+        if not quiet and getattr(args, "model", None):
+            print(f"warning: {args.model} runs with RANDOM weights (--random-init): its "
+                  "detections mean nothing", file=sys.stderr)
         return None
     from ffedge.models.registry import get_entry
     from ffedge.weights import bundled_checkpoint
 
     get_entry(args.model)  # an unknown name fails here, before any note
-
     ckpt = bundled_checkpoint(args.model)
     if not quiet:
         if ckpt is not None:
             print(f"using the bundled {args.model} weights ({ckpt.name})", file=sys.stderr)
         else:
-            print(f"note: no trained weights for {args.model}; using random weights "
-                  "(pass --checkpoint PATH)", file=sys.stderr)
+            print(f"warning: no trained weights exist for {args.model}; it runs with RANDOM "
+                  "weights and its detections mean nothing (pass --checkpoint PATH)",
+                  file=sys.stderr)
     return ckpt
 
 
-def imgsz(args: argparse.Namespace) -> tuple[int, int] | None:
-    return parse_imgsz(getattr(args, "imgsz", None))
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable), else physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_input_memory(height: int, width: int, flag: str, factor: float = 1.0) -> None:
+    """Refuse, up front, a size whose inference would not fit in memory."""
+    need = height * width * BYTES_PER_PIXEL * factor
+    have = available_memory()
+    if need > have * MEMORY_SHARE:
+        side = int((have * MEMORY_SHARE / (BYTES_PER_PIXEL * factor)) ** 0.5) // 32 * 32
+        raise FFEdgeError(f"{flag} {height}x{width} needs ~{need / 2**30:.1f} GiB; this machine "
+                          f"has {have / 2**30:.1f} GiB available: use {flag} {side} or less")
+
+
+def imgsz(args: argparse.Namespace, factor: float = 1.0) -> tuple[int, int] | None:
+    size = parse_imgsz(getattr(args, "imgsz", None))
+    if size is not None:
+        check_input_memory(*size, "--imgsz", factor)
+    return size
+
+
+def runner_from_args(args: argparse.Namespace, workdir: Path, runtime: str | None = None,
+                     artifact: Path | None = None, input_size: tuple[int, int] | None = None,
+                     quiet_weights: bool = False):
+    """--artifact as is; --model in torch, or exported on the fly for another runtime."""
+    from ffedge.runtimes import load_runner
+
+    runtime = runtime if runtime is not None else getattr(args, "runtime", None)
+    artifact = artifact if artifact is not None else getattr(args, "artifact", None)
+    if artifact is None and not getattr(args, "model", None):
+        raise FFEdgeError("give --model NAME or --artifact PATH")
+    if artifact is None and runtime not in (None, "torch"):
+        from ffedge.artifact.targets import find_target
+        from ffedge.export.pipeline import build_for_runtime
+
+        find_target(runtime)  # an unknown runtime lists the real ones, before any export
+        artifact = build_for_runtime(runtime, args.model,
+                                     resolve_checkpoint(args, quiet=quiet_weights),
+                                     input_size, workdir)
+    if artifact is None:
+        return load_runner("torch", model=args.model,
+                           checkpoint=resolve_checkpoint(args, quiet=quiet_weights),
+                           input_size=input_size, threads=args.threads)
+    return load_runner(runtime, artifact=artifact, model=getattr(args, "model", None),
+                       input_size=input_size, threads=args.threads)

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ffedge.cli.args import add_model_args, imgsz, resolve_checkpoint
+from ffedge.cli.args import add_model_args, add_runner_args, imgsz, runner_from_args
 from ffedge.errors import FFEdgeError
 
 
@@ -24,8 +24,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", default=None, help="torch, onnxruntime, openvino, tflite, trt")
-    p.add_argument("--artifact", type=Path, default=None, help="exported model to run")
+    add_runner_args(p)
+    p.add_argument("--profile", action="store_true",
+                   help="also print a per-op profile: top ops, time share, precision they ran in")
     add_common(p)
     from ffedge.cli.bench_device import add_device_args
 
@@ -33,8 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_images(folder: Path | None, input_size: tuple[int, int], limit: int = 32) -> list:
-    from ffedge.export.onnx_export import random_images
-    from ffedge.imageio import list_images, read_image
+    from ffedge.imageio import list_images, random_images, read_image
 
     if folder is None:
         return random_images(2, input_size)
@@ -71,20 +71,8 @@ def reference_checkpoint(args: argparse.Namespace, runner) -> tuple[Path | None,
 
 
 def make_runner(runtime: str | None, artifact: Path | None, args, workdir: Path):
-    from ffedge.export.targets import build_for_runtime
-    from ffedge.runtimes import load_runner
-
-    size = imgsz(args)
-    if artifact is None and runtime not in (None, "torch"):
-        if not args.model:
-            raise FFEdgeError("give --model NAME (to export on the fly) or --artifact PATH")
-        artifact = build_for_runtime(runtime, args.model, resolve_checkpoint(args, quiet=True),
-                                     size, workdir)
-    if artifact is None:
-        return load_runner("torch", model=args.model, checkpoint=resolve_checkpoint(args),
-                           input_size=size, threads=args.threads)
-    return load_runner(runtime, artifact=artifact, model=args.model, input_size=size,
-                       threads=args.threads)
+    return runner_from_args(args, workdir, runtime or None, artifact, imgsz(args),
+                            quiet_weights=artifact is not None or runtime not in (None, "torch"))
 
 
 def torch_reference(args, runner):
@@ -136,5 +124,9 @@ def run_here(args: argparse.Namespace) -> int:
         images = load_images(args.images, runner.spec.input_size)
         ref = torch_reference(args, runner)
         result = benchmark(runner, images, args.warmup, args.iterations, reference=ref)
+        if getattr(args, "profile", False):
+            from ffedge.benchmarks.profile import profile_runner
+
+            print(profile_runner(runner, images[0], args.threads).render())
     emit([result], args)
     return 0

@@ -6,8 +6,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ffedge.errors import FFEdgeError
+from ffedge.spec import SIZE_DIVISOR
 
 EXIT_USAGE = 2
 
@@ -27,6 +29,8 @@ def guarded(fn: Callable[[], int]) -> int:
         return fail("interrupted", 130)
     except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
         return fail(f"{exc.strerror}: {exc.filename}")
+    except MemoryError:
+        return fail("out of memory: use a smaller --imgsz / --size")
 
 
 def parse_imgsz(values: Sequence[int] | None) -> tuple[int, int] | None:
@@ -36,21 +40,22 @@ def parse_imgsz(values: Sequence[int] | None) -> tuple[int, int] | None:
     if len(values) not in (1, 2):
         raise FFEdgeError("--imgsz takes one size or two (H W)")
     h, w = (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise FFEdgeError(f"--imgsz {h} {w}: sizes must be positive multiples of 32")
+    if h <= 0 or w <= 0 or h % SIZE_DIVISOR or w % SIZE_DIVISOR:
+        raise FFEdgeError(f"--imgsz {h} {w}: sizes must be positive multiples of {SIZE_DIVISOR}")
     return int(h), int(w)
 
 
 def dispatch(
     prog: str,
     description: str,
-    subcommands: dict[str, tuple[str, str]],
+    subcommands: dict[str, tuple[Any, str]],
     argv: Sequence[str] | None,
     default: str | None = None,
 ) -> int:
     """Subcommands live in their own modules (``add_arguments(parser)``, ``run(args)``).
 
-    ``subcommands`` maps a name to (module path, one-line help). With ``default``, an argv
+    ``subcommands`` maps a name to (module path or a zero-argument factory of an object
+    with ``add_arguments``/``run``, one-line help). With ``default``, an argv
     that does not start with a subcommand name runs that one (``ffbench --runtime ...``).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -70,7 +75,8 @@ def dispatch(
         return fail(f"unknown command {name!r}; choose one of: {', '.join(subcommands)}")
 
     def run() -> int:
-        module = importlib.import_module(subcommands[name][0])
+        source = subcommands[name][0]
+        module = importlib.import_module(source) if isinstance(source, str) else source()
         sp = argparse.ArgumentParser(prog=f"{prog} {name}", description=subcommands[name][1])
         module.add_arguments(sp)
         args = sp.parse_args(argv[1:])

@@ -17,6 +17,7 @@ from typing import Any
 
 from ffedge.cli.common import guarded
 from ffedge.errors import FFEdgeError
+from ffedge.spec import DECODE, SIZE_DIVISOR
 
 EXIT_SOME_FAILED = 1
 
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default=None,
                    help="runtime for --artifact (default: from its file type)")
     p.add_argument("--threshold", type=float, default=0.5, help="face score threshold (0.5)")
-    p.add_argument("--nms", type=float, default=0.4, help="NMS IoU threshold (0.4)")
+    p.add_argument("--nms", type=float, default=DECODE.nms_threshold,
+                   help=f"NMS IoU threshold ({DECODE.nms_threshold})")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, default=None, metavar="N",
                       help="run at NxN, letterboxed (default: the model's input size)")
@@ -67,8 +69,8 @@ def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
         raise FFEdgeError(f"--nms {args.nms}: an IoU between 0 and 1 is needed")
     if args.size is None:
         return None
-    if args.size <= 0 or args.size % 32:
-        raise FFEdgeError(f"--size {args.size}: a positive multiple of 32 is needed")
+    if args.size <= 0 or args.size % SIZE_DIVISOR:
+        raise FFEdgeError(f"--size {args.size}: a positive multiple of {SIZE_DIVISOR} is needed")
     return args.size, args.size
 
 

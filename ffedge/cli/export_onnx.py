@@ -1,38 +1,39 @@
-"""``ffexport onnx``: FP32 ONNX, simplified, checked, verified against torch."""
+"""The ONNX target's own flags (``ffexport onnx`` / ``ffexport int8``)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from ffedge.cli.args import add_model_args, imgsz, resolve_checkpoint
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_args(p)
-    p.add_argument("--opset", type=int, default=None,
+    g = p.add_argument_group("ONNX graph")
+    g.add_argument("--opset", type=int, default=None,
                    help="ONNX opset (default 19 for native DeformConv, else 17)")
-    p.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis")
-    p.add_argument("--dynamic-size", action="store_true", help="dynamic height/width axes")
-    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
-    p.add_argument("--dcn", choices=("native", "gridsample"), default="native",
+    g.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis")
+    g.add_argument("--dynamic-size", action="store_true", help="dynamic height/width axes")
+    g.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    g.add_argument("--dcn", choices=("native", "gridsample"), default="native",
                    help="V1 deformable convs: ONNX DeformConv (onnxruntime) or GridSample+MatMul "
                         "(OpenVINO, TFLite converters); ignored by models without DCN")
-    p.add_argument("--verify-images", type=Path, nargs="*", default=[],
-                   help="photos (files or folders) to verify on, besides random inputs")
-    p.add_argument("--no-verify", action="store_true", help="skip verification against torch")
-    p.add_argument("--threads", type=int, default=None, help="threads for verification")
-    p.add_argument("-o", "--output", type=Path, default=None, help="output .onnx (default MODEL.onnx)")
+    q = p.add_argument_group("onnxruntime QDQ (int8)")
+    q.add_argument("--symmetric", action="store_true",
+                   help="int8 symmetric activations (TensorRT explicit quantisation, NPUs)")
+    q.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    q.add_argument("--exclude", nargs="*", default=[], help="node names or op types kept in float")
+    q.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
+                   help="7-bit weights; auto: on for uint8 activations on x86 CPUs without VNNI")
 
 
-def run(args: argparse.Namespace) -> int:
+def options(args: argparse.Namespace, precision: str) -> Any:
+    from ffedge.export.int8_ort import QuantOptions
     from ffedge.export.onnx_export import OnnxOptions
-    from ffedge.export.onnx_target import export_onnx
+    from ffedge.export.onnx_target import OnnxTargetOptions
 
-    opts = OnnxOptions(opset=args.opset, dynamic_batch=args.dynamic_batch,
-                       dynamic_size=args.dynamic_size, simplify=not args.no_simplify, dcn=args.dcn)
-    report = export_onnx(args.model, resolve_checkpoint(args), args.output, imgsz(args), opts,
-                         verify_images=args.verify_images, verify=not args.no_verify,
-                         threads=args.threads)
-    print(report.summary())
-    return 0
+    graph = OnnxOptions(opset=args.opset, dynamic_batch=args.dynamic_batch,
+                        dynamic_size=args.dynamic_size, simplify=not args.no_simplify,
+                        dcn=args.dcn)
+    quant = QuantOptions(symmetric=args.symmetric, method=args.method,
+                         exclude=tuple(args.exclude),
+                         reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range])
+    return OnnxTargetOptions(graph=graph, quant=quant)

@@ -10,9 +10,10 @@ from ffedge.cli.common import dispatch
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("ffedge.cli.bench_run", "Benchmark one runtime (the default: `ffbench --runtime R ...`)"),
     "compare": ("ffedge.cli.bench_compare", "Several runtimes on the same inputs, one table"),
-    "widerface": ("ffedge.benchmarks.widerface_run_cli", "Run a model or artifact over WIDER FACE val and score it"),
-    "widerface-eval": ("ffedge.benchmarks.widerface_cli", "Score a WIDER FACE predictions folder with the official protocol"),
-    "decoder": ("ffedge.benchmarks.decoder_bench", "Time the shared decoder (decode + NMS) against the classic reference"),
+    "widerface": ("ffedge.cli.bench_widerface", "Run a model or artifact over WIDER FACE val and score it"),
+    "widerface-eval": ("ffedge.cli.bench_widerface_eval", "Score a WIDER FACE predictions folder with the official protocol"),
+    "sweep": ("ffedge.cli.bench_sweep", "Export every candidate artifact, measure each, print the Pareto table and what to ship"),
+    "decoder": ("ffedge.cli.bench_decoder", "Time the shared decoder (decode + NMS) against the classic reference"),
 }
 
 

@@ -1,4 +1,7 @@
-"""``ffexport``: PyTorch checkpoint -> verified deployment artifact."""
+"""``ffexport``: PyTorch checkpoint -> verified deployment artifact.
+
+Its subcommands are the target registry's records (:mod:`ffedge.artifact.targets`).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,14 @@ import sys
 from collections.abc import Sequence
 
 from ffedge.cli.common import dispatch
-
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "onnx": ("ffedge.cli.export_onnx", "FP32 ONNX: traced, simplified, verified against PyTorch"),
-    "int8": ("ffedge.cli.export_int8", "INT8 QDQ ONNX (onnxruntime), calibrated, fidelity-gated"),
-    "openvino": ("ffedge.cli.export_openvino", "OpenVINO IR for x86 CPUs: FP32/FP16 verified, INT8 gated"),
-    "tflite": ("ffedge.cli.export_tflite", "TFLite for phones (litert-torch): FP32/FP16/INT8, NHWC, gated"),
-}
+from ffedge.cli.export_cmd import export_subcommands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return dispatch(
         "ffexport",
         "Export a FeatherFace model to a verified, self-describing deployment artifact.",
-        SUBCOMMANDS,
+        export_subcommands(),
         argv,
     )
 

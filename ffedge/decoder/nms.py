@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ffedge.spec import DECODE
+
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
@@ -119,7 +121,7 @@ def greedy_from_edges(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return kept
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.4,
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = DECODE.nms_threshold,
         max_keep: int | None = None, presorted: bool = False) -> np.ndarray:
     """Greedy NMS; returns indices into ``boxes`` of the kept boxes, best first.
 
@@ -138,7 +140,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.4,
     return order[nms_ranked_t(np.ascontiguousarray(b[order].T), iou_threshold, max_keep)]
 
 
-def nms_ranked_t(ranked_t: np.ndarray, iou_threshold: float = 0.4,
+def nms_ranked_t(ranked_t: np.ndarray, iou_threshold: float = DECODE.nms_threshold,
                  max_keep: int | None = None) -> np.ndarray:
     """:func:`nms` for (4, N) coordinate-first boxes already in rank order (the decoder's
     fast path); returns kept positions, ascending."""

@@ -15,17 +15,18 @@ from ffedge.decoder.postprocess import Decoder
 from ffedge.decoder.result import Detections
 from ffedge.decoder.transform import preprocess
 from ffedge.errors import FFEdgeError
+from ffedge.spec import DECODE
 
 
 def detect_image(
     runner: Any,
     image_bgr: np.ndarray,
     score_threshold: float = 0.5,
-    nms_threshold: float = 0.4,
+    nms_threshold: float = DECODE.nms_threshold,
     size: tuple[int, int] | None = None,
     mode: str | None = None,
-    top_k: int | None = 5000,
-    max_detections: int | None = 750,
+    top_k: int | None = DECODE.top_k,
+    max_detections: int | None = DECODE.max_detections,
 ) -> Detections:
     """Faces in one HWC uint8 BGR image, in its own pixel coordinates.
 

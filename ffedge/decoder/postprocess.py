@@ -32,7 +32,7 @@ from ffedge.decoder.priors import generate_priors, generate_priors_t
 from ffedge.decoder.result import Detections
 from ffedge.decoder.transform import Transform
 from ffedge.errors import FFEdgeError
-from ffedge.spec import DeploymentSpec, PriorSpec
+from ffedge.spec import DECODE, DeploymentSpec, PriorSpec
 
 
 def _logit_slack(t: float) -> float:
@@ -55,9 +55,9 @@ class Decoder:
 
     spec: DeploymentSpec | PriorSpec
     score_threshold: float = 0.5
-    nms_threshold: float = 0.4
-    top_k: int | None = 5000
-    max_detections: int | None = 750
+    nms_threshold: float = DECODE.nms_threshold
+    top_k: int | None = DECODE.top_k
+    max_detections: int | None = DECODE.max_detections
     clip: bool = True
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from ffedge.decoder.decode import decode_boxes, decode_landmarks, face_scores
 from ffedge.decoder.nms import descending_order
 from ffedge.decoder.priors import generate_priors
-from ffedge.spec import PriorSpec
+from ffedge.spec import DECODE, PriorSpec
 
 
 def py_cpu_nms(dets: np.ndarray, thresh: float, plus_one: bool = True) -> list[int]:
@@ -66,9 +66,9 @@ def reference_postprocess(
     input_size: tuple[int, int],
     scores_are: str,
     score_threshold: float = 0.5,
-    nms_threshold: float = 0.4,
-    top_k: int | None = 5000,
-    max_detections: int | None = 750,
+    nms_threshold: float = DECODE.nms_threshold,
+    top_k: int | None = DECODE.top_k,
+    max_detections: int | None = DECODE.max_detections,
     plus_one: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image, the classic ``detect.py`` way: decode *all* priors, scale to input pixels,

@@ -8,11 +8,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
+from ffedge.artifact.metadata import INPUT_NAME, OUTPUT_NAMES
 from ffedge.errors import FFEdgeError, require
-from ffedge.artifact.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata
 from ffedge.export.wrapper import DeployWrapper
 from ffedge.models.dcn import has_dcn, set_dcn_lowering
 
@@ -141,33 +140,3 @@ def check(proto) -> None:
 def node_histogram(proto) -> dict[str, int]:
     return dict(sorted(Counter(n.op_type for n in proto.graph.node).items(),
                        key=lambda kv: (-kv[1], kv[0])))
-
-
-def stamp(proto, meta: ArtifactMetadata) -> None:
-    """Replace our metadata_props (keeping foreign ones) and the producer fields."""
-    keep = [p for p in proto.metadata_props if not p.key.startswith("ffedge.")]
-    del proto.metadata_props[:]
-    for p in keep:
-        proto.metadata_props.add(key=p.key, value=p.value)
-    for k, v in meta.to_props().items():
-        proto.metadata_props.add(key=k, value=v)
-    proto.producer_name = "featherface-edge"
-    proto.producer_version = meta.tool_version
-    proto.doc_string = f"FeatherFace {meta.model} face detector ({meta.precision})"
-
-
-def read_metadata(proto) -> ArtifactMetadata | None:
-    return ArtifactMetadata.from_props({p.key: p.value for p in proto.metadata_props})
-
-
-def random_images(n: int, input_size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
-    """Deterministic noise images with some structure (blurred blobs), uint8 BGR."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    h, w = input_size
-    out = []
-    for _ in range(n):
-        img = rng.integers(0, 256, size=(h // 8, w // 8, 3), dtype=np.uint8)
-        out.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC))
-    return out

@@ -1,122 +1,106 @@
-"""``ffexport onnx``: the FP32 ONNX artifact, verified against PyTorch before it is written."""
+"""The ONNX target: FP32 ONNX (``ffexport onnx``) and INT8 QDQ ONNX (``ffexport int8``),
+run by onnxruntime. The pipeline (:mod:`ffedge.export.pipeline`) does the rest."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ffedge.errors import FFEdgeError
-from ffedge.artifact.atomic import atomic_path
+from ffedge.artifact.formats import stamp_onnx
 from ffedge.artifact.metadata import ArtifactMetadata
-from ffedge.export.onnx_export import OnnxOptions, stamp, trace_to_onnx
-from ffedge.export.verify import (
-    FP32_MIN_AGREEMENT,
-    FP32_TOLERANCES,
-    verification_batches,
-    verify_runner,
-)
+from ffedge.export.calibration_plan import Calibration
+from ffedge.export.int8_ort import QuantOptions, quantize_qdq, quantize_weights_only
+from ffedge.export.onnx_export import OnnxOptions, node_histogram, trace_to_onnx
+from ffedge.export.pipeline import ExportContext, ExportRequest, Target, export
+from ffedge.export.report import ExportReport
 from ffedge.models.dcn import has_dcn
-from ffedge.runtimes.compare import ParityReport
+
+SKIP_FALLBACK_OPS = ("Constant", "Identity")
 
 
-@dataclass
-class ExportReport:
-    """What an export produced and how it was verified (printed, and returned to callers)."""
-
-    path: Path
-    model: str
-    parameters: int
-    size_bytes: int
-    opset: int
-    simplifier: str
-    node_histogram: dict[str, int]
-    parity: ParityReport | None = None
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        nodes = sum(self.node_histogram.values())
-        top = ", ".join(f"{k} {v}" for k, v in list(self.node_histogram.items())[:8])
-        lines = [
-            f"exported {self.model} -> {self.path}",
-            f"  parameters {self.parameters:,} | file {self.size_bytes / 1024:.1f} KiB | opset "
-            f"{self.opset} | {nodes} nodes ({top}) | simplified by {self.simplifier}",
-        ]
-        if self.parity is not None:
-            o, d = self.parity.outputs, self.parity.detections
-            lines.append(
-                f"  verified vs torch on {self.parity.images} images: max abs err boxes "
-                f"{o['boxes'].max_abs:.2e}, scores {o['scores'].max_abs:.2e}, landmarks "
-                f"{o['landmarks'].max_abs:.2e}; faces {d.matched}/{d.reference} agree "
-                f"(F1 {d.f1:.4f})"
-            )
-        lines.extend(f"  note: {n}" for n in self.notes)
-        lines.append(f"  done in {self.seconds:.1f} s")
-        return "\n".join(lines)
+@dataclass(frozen=True)
+class OnnxTargetOptions:
+    graph: OnnxOptions = field(default_factory=OnnxOptions)
+    quant: QuantOptions = field(default_factory=QuantOptions)
 
 
-def default_output(model: str, suffix: str, tag: str = "") -> Path:
-    return Path(f"{model}{tag}{suffix}")
+class OnnxTarget(Target):
+    def prepare(self, ctx: ExportContext) -> None:
+        opts = ctx.options or OnnxTargetOptions()
+        graph_opts = opts.graph
+        if ctx.request.precision == "int8" and graph_opts.dcn != "native":
+            graph_opts = OnnxOptions(dcn="native")  # the quantiser needs the compact graph
+        graph = trace_to_onnx(ctx.net, ctx.spec.input_size, graph_opts)
+        path = ctx.tmp / "fp32.onnx"
+        path.write_bytes(graph.serialize())
+        ctx.state["fp32"], ctx.state["counter"] = path, 0
+        ctx.details.update(opset=graph.opset, simplifier=graph.simplifier)
+        ctx.extra.update(opset=graph.opset, layout="NCHW", dynamic_batch=graph_opts.dynamic_batch,
+                         dynamic_size=graph_opts.dynamic_size)
+        if has_dcn(ctx.net):
+            ctx.extra["dcn"] = graph_opts.dcn
+        elif graph_opts.dcn != OnnxOptions().dcn:
+            ctx.notes.append(f"model {ctx.model} has no deformable convs: --dcn ignored")
+
+    def convert(self, ctx: ExportContext) -> Path:
+        return ctx.state["fp32"]
+
+    def quantise(self, ctx: ExportContext, dataset: Any, keep_float: list[str]) -> Path:
+        import onnx
+
+        quant = (ctx.options or OnnxTargetOptions()).quant
+        ctx.state["counter"] += 1
+        path = ctx.tmp / f"q{ctx.state['counter']}.onnx"
+        quantize_qdq(ctx.state["fp32"], path, dataset, quant.with_fallback(keep_float))
+        proto = onnx.load(str(path))
+        if quantize_weights_only(proto):
+            onnx.save(proto, str(path))
+        ctx.extra["quantization"] = {"backend": "onnxruntime QDQ", **quant.describe(),
+                                     "fallback_nodes": len(keep_float)}
+        return path
+
+    def fallback_names(self, ctx: ExportContext) -> list[str]:
+        import onnx
+
+        proto = onnx.load(str(ctx.state["fp32"]))
+        return [n.name for n in proto.graph.node if n.op_type not in SKIP_FALLBACK_OPS]
+
+    def write(self, ctx: ExportContext, candidate: Path, meta: ArtifactMetadata,
+              paths: list[Path]) -> None:
+        import onnx
+
+        proto = onnx.load(str(candidate))
+        stamp_onnx(proto, meta)
+        paths[0].write_bytes(proto.SerializeToString(deterministic=True))
+
+    def histogram(self, ctx: ExportContext, candidate: Path) -> dict[str, int]:
+        import onnx
+
+        return node_histogram(onnx.load(str(candidate), load_external_data=False))
 
 
-def export_onnx(
-    model: str,
-    checkpoint: str | Path | None = None,
-    output: str | Path | None = None,
-    input_size: tuple[int, int] | None = None,
-    options: OnnxOptions | None = None,
-    verify_images: list[str | Path] | None = None,
-    verify: bool = True,
-    threads: int | None = None,
-) -> ExportReport:
-    """Export ``model`` to ONNX, verify it in onnxruntime against torch, then write it.
+# --- Python API (the names the README documents) ------------------------------------------
 
-    Nothing is left at ``output`` when tracing, checking or verification fails.
-    """
-    from ffedge.models import create_model
-    from ffedge.models.checkpoint import file_sha256
-    from ffedge.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-    from ffedge.runtimes.torch_runner import TorchRunner
+def export_onnx(model: str, checkpoint: str | Path | None = None, output: str | Path | None = None,
+                input_size: tuple[int, int] | None = None, options: OnnxOptions | None = None,
+                verify_images: list[str | Path] | None = None, verify: bool = True,
+                threads: int | None = None) -> ExportReport:
+    """Export ``model`` to FP32 ONNX, verify it in onnxruntime against torch, then write it.
+    Nothing is left at ``output`` when tracing, checking or verification fails."""
+    opts = OnnxTargetOptions(graph=options or OnnxOptions())
+    return export("onnx", ExportRequest(model, checkpoint, output, input_size, "fp32", opts,
+                                        verify, verify_images or (), threads=threads))
 
-    options = options or OnnxOptions()
-    t0 = time.perf_counter()
-    net = create_model(model, checkpoint=checkpoint, input_size=input_size)
-    spec = net.spec
-    out = Path(output) if output else default_output(model, ".onnx")
-    graph = trace_to_onnx(net, spec.input_size, options)
-    extra = {"opset": graph.opset, "dynamic_batch": options.dynamic_batch,
-             "dynamic_size": options.dynamic_size, "layout": "NCHW"}
-    notes = []
-    if has_dcn(net):
-        extra["dcn"] = options.dcn
-    elif options.dcn != OnnxOptions().dcn:
-        notes.append(f"model {model} has no deformable convs: --dcn ignored")
-    meta = ArtifactMetadata(
-        model=model, spec=spec, precision="fp32",
-        checkpoint_sha256=file_sha256(checkpoint) if isinstance(checkpoint, (str, Path)) else "",
-        extra=extra,
-    )
-    stamp(graph.proto, meta)
-    data = graph.serialize()
-    report = ExportReport(out, model, net.num_parameters(), len(data), graph.opset,
-                          graph.simplifier, graph.node_histogram, notes=notes)
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(data)
-        if verify:
-            ref = TorchRunner(model, module=net, threads=threads)
-            cand = OnnxRuntimeRunner(tmp, threads=threads)
-            batches = verification_batches(spec, verify_images or [])
-            report.parity = verify_runner(ref, cand, batches)
-            # Random weights put most scores near 0.5, where float rounding flips NMS
-            # near-ties: there only the raw-output tolerances gate, agreement is reported.
-            min_f1 = FP32_MIN_AGREEMENT if checkpoint is not None else 0.0
-            if checkpoint is None:
-                report.notes.append("random weights: detection agreement reported, not gated")
-            reasons = report.parity.failures(FP32_TOLERANCES, min_f1)
-            if reasons:
-                raise FFEdgeError(
-                    f"verification failed, nothing written to {out}: " + "; ".join(reasons)
-                )
-    report.seconds = time.perf_counter() - t0
-    return report
+
+def export_int8(model: str, calib: str | Path, checkpoint: str | Path | None = None,
+                output: str | Path | None = None, input_size: tuple[int, int] | None = None,
+                options: QuantOptions | None = None, min_f1: float | None = None,
+                fallback: bool = True, threads: int | None = None, **calibration: Any
+                ) -> ExportReport:
+    """INT8 QDQ ONNX calibrated on ``calib``, gated against torch FP32 on held-out photos
+    (``calibration``: num_images, seed, eval_images, num_eval, cache_dir)."""
+    opts = OnnxTargetOptions(quant=options or QuantOptions())
+    return export("onnx", ExportRequest(model, checkpoint, output, input_size, "int8", opts,
+                                        calibration=Calibration(calib, **calibration),
+                                        min_f1=min_f1, fallback=fallback, threads=threads))

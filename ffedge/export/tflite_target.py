@@ -22,29 +22,23 @@ import contextlib
 import io
 import json
 import os
-import tempfile
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ffedge.artifact.formats import embed_tflite
+from ffedge.artifact.metadata import ArtifactMetadata
 from ffedge.errors import FFEdgeError, require
 from ffedge.export import tflite_flatbuffer as tfb
-from ffedge.artifact.atomic import atomic_files
-from ffedge.export.fidelity import FidelityReport, check_fidelity
-from ffedge.artifact.metadata import ArtifactMetadata, sidecar_path
-from ffedge.export.quant_common import log
-from ffedge.export.verify import verification_batches
-from ffedge.runtimes.tflite_runner import TFLiteRunner, embed_metadata
+from ffedge.export.calibration_plan import Calibration
+from ffedge.export.pipeline import ExportContext, ExportRequest, Target, export
+from ffedge.export.report import ExportReport
+from ffedge.progress import log
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DCN_LOWERINGS = ("gather", "gridsample")
 IO_TYPES = tfb.IO_TYPES
-# TFLite/XNNPACK reorders float sums differently from torch: loose raw bounds for FP32.
-FP32_TOLERANCES = {"boxes": 1e-3, "scores": 1e-3, "landmarks": 1e-3}
-
-
 @dataclass(frozen=True)
 class TFLiteOptions:
     """What kind of ``.tflite`` to build."""
@@ -55,6 +49,7 @@ class TFLiteOptions:
     per_channel: bool = True
     keep_names: bool = False
     dcn: str = "gather"
+    require_gpu_delegate: bool = False  # fail (nothing written) unless the GPU delegate takes all
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -73,43 +68,6 @@ class TFLiteOptions:
         if self.decode_in_graph:
             parts.append("decoded")
         return "".join("_" + p for p in parts)
-
-
-@dataclass
-class TFLiteReport:
-    """What the export produced and how it was judged."""
-
-    path: Path
-    model: str
-    options: TFLiteOptions
-    parameters: int
-    size_bytes: int
-    op_histogram: dict[str, int]
-    io: dict[str, Any]
-    fidelity: FidelityReport | None = None
-    tolerances: dict[str, float] | None = None
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        o = self.options
-        ops = sum(self.op_histogram.values())
-        top = ", ".join(f"{k} {v}" for k, v in list(self.op_histogram.items())[:8])
-        inp = self.io["input"]
-        q = f" (scale {inp['scale']:.6g}, zero point {inp['zero_point']})" if "scale" in inp else ""
-        lines = [
-            f"exported {self.model} -> {self.path}",
-            f"  {o.precision} | io {o.io} | decode in graph {'yes' if o.decode_in_graph else 'no'}"
-            f" | parameters {self.parameters:,} | file {self.size_bytes / 1024:.1f} KiB",
-            f"  input {inp['name']} {inp['shape']} {inp['dtype']}{q}; outputs "
-            + ", ".join(f"{d['name']} {d['shape']} {d['dtype']}" for d in self.io["outputs"]),
-            f"  {ops} ops ({top})",
-        ]
-        if self.fidelity is not None:
-            lines.append(self.fidelity.summary())
-        lines.extend(f"  note: {n}" for n in self.notes)
-        lines.append(f"  done in {self.seconds:.1f} s")
-        return "\n".join(lines)
 
 
 def litert() -> Any:
@@ -240,20 +198,6 @@ def convert(module: Any, example: Any, quant_config: Any = None) -> bytes:
         raise FFEdgeError(f"litert-torch could not convert the model: {first[:300]}") from None
 
 
-def build_metadata(model: str, spec: Any, options: TFLiteOptions, checkpoint_sha: str,
-                   contract: dict[str, Any], extra: dict[str, Any]) -> ArtifactMetadata:
-    from ffedge.export.tflite_decode import DECODED_SEMANTICS
-
-    ext: dict[str, Any] = {"format": "tflite", "layout": "NHWC",
-                           "converter": f"litert-torch {getattr(litert(), '__version__', '?')}",
-                           "io_type": options.io, "io": contract,
-                           "decode_in_graph": options.decode_in_graph, **extra}
-    if options.decode_in_graph:
-        ext["decoded_outputs"] = DECODED_SEMANTICS
-    return ArtifactMetadata(model=model, spec=spec, precision=options.precision,
-                            checkpoint_sha256=checkpoint_sha, extra=ext)
-
-
 def sidecar_text(meta: ArtifactMetadata) -> str:
     d = meta.to_sidecar()
     if meta.extra.get("decode_in_graph"):
@@ -261,154 +205,137 @@ def sidecar_text(meta: ArtifactMetadata) -> str:
     return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
 
-def export_tflite(
-    model: str,
-    checkpoint: str | Path | None = None,
-    output: str | Path | None = None,
-    input_size: tuple[int, int] | None = None,
-    options: TFLiteOptions | None = None,
-    calib: str | Path | None = None,
-    num_images: int = 300,
-    seed: int = 0,
-    eval_images: str | Path | list | None = None,
-    num_eval: int = 50,
-    min_f1: float = 0.95,
-    threads: int | None = None,
-    cache_dir: str | Path | None = None,
-    verify: bool = True,
-) -> TFLiteReport:
-    """Convert ``model`` to ``.tflite``; gate it in ai-edge-litert against torch FP32; write
-    the ``.tflite`` and its ``.tflite.json`` sidecar only when it passes.
+class TFLiteTarget(Target):
+    """NHWC ``.tflite`` through litert-torch; INT8 by PT2E (no per-node fallback search:
+    PT2E annotates modules, not ONNX node names)."""
 
-    Gate images: ``eval_images``, else a held-out sample of ``calib`` (never calibration
-    images), else two structured-noise images. FP32 must also stay within
-    :data:`FP32_TOLERANCES` on the raw outputs. With random weights (no checkpoint) F1 is
-    reported, not gated: such models saturate into hundreds of exactly tied boxes per image
-    near score 0.5, and which of a tie survives NMS is decided by the last float bit (FP32
-    TFLite vs torch, 1e-7 apart, already scores F1 ~0.8 there).
-    """
-    import torch
+    sidecar = True
 
-    from ffedge.export.fold import fold_dcn_batchnorm
-    from ffedge.export.tflite_decode import DecodeInGraph, NamedOutputs
-    from ffedge.export.wrapper import DeployWrapper
-    from ffedge.models import create_model
-    from ffedge.models.checkpoint import file_sha256
-    from ffedge.models.dcn import has_dcn
-    from ffedge.runtimes.torch_runner import TorchRunner
+    def check(self, request: ExportRequest) -> None:
+        opts = request.options or TFLiteOptions(precision=request.precision)
+        if opts.precision != request.precision:
+            raise FFEdgeError("TFLiteOptions.precision and the request's precision differ")
+        litert()
 
-    options = options or TFLiteOptions()
-    if options.precision == "int8" and calib is None:
-        raise FFEdgeError("--precision int8 needs --calib IMAGES (calibration photos)")
-    litert()
-    t0 = time.perf_counter()
-    out = Path(output) if output else Path(f"{model}{options.tag()}.tflite")
-    if out.suffix.lower() != ".tflite":
-        raise FFEdgeError(f"output {out} must end in .tflite")
-    net = create_model(model, checkpoint=checkpoint, input_size=input_size)
-    spec = net.spec
-    sha = file_sha256(checkpoint) if isinstance(checkpoint, (str, Path)) else ""
-    reference = TorchRunner(model, module=net, threads=threads)
-    folded, _ = fold_dcn_batchnorm(net)
-    wrapper = DeployWrapper(folded, nhwc=True).eval()
-    h, w = spec.input_size
-    example = torch.zeros(1, h, w, 3)
-    notes: list[str] = []
-    extra: dict[str, Any] = {}
-    if has_dcn(net):
-        extra["dcn"] = options.dcn
-        if options.dcn == "gather":
-            from ffedge.export.tflite_dcn import use_gather_dcn
+    def default_output(self, request: ExportRequest, suffix: str) -> Path:
+        opts = request.options or TFLiteOptions(precision=request.precision)
+        return Path(f"{request.model}{opts.tag()}{suffix}")
 
-            use_gather_dcn(folded)
-        else:
-            notes.append("deformable convs lowered through grid_sample: large constants, slow "
-                         "in TFLite and no INT8 (see docs/mobile.md)")
+    def prepare(self, ctx: ExportContext) -> None:
+        import torch
 
-    plan = None
-    if calib is not None:
-        from ffedge.export.quant_common import plan_calibration
+        from ffedge.export.fold import fold_dcn_batchnorm
+        from ffedge.export.wrapper import DeployWrapper
+        from ffedge.models.dcn import has_dcn
 
-        plan = plan_calibration(calib, num_images, seed, eval_images, num_eval)
-        notes.extend(plan.notes)
-    quant_config = None
-    inner: Any = wrapper
-    if options.precision == "fp16":
-        from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
+        opts: TFLiteOptions = ctx.options or TFLiteOptions(precision=ctx.request.precision)
+        folded, _ = fold_dcn_batchnorm(ctx.net)
+        if has_dcn(ctx.net):
+            ctx.extra["dcn"] = opts.dcn
+            if opts.dcn == "gather":
+                from ffedge.export.tflite_dcn import use_gather_dcn
 
-        quant_config = full_fp16_recipe()
-        extra["quantization"] = {"backend": "ai-edge-quantizer", "weights": "float16",
-                                 "compute": "float32"}
-    elif options.precision == "int8":
+                use_gather_dcn(folded)
+            else:
+                ctx.notes.append("deformable convs lowered through grid_sample: large "
+                                 "constants, slow in TFLite and no INT8 (see docs/mobile.md)")
+        h, w = ctx.spec.input_size
+        ctx.spec = ctx.spec.with_layout("NHWC")
+        ctx.state.update(opts=opts, wrapper=DeployWrapper(folded, nhwc=True).eval(),
+                         example=torch.zeros(1, h, w, 3))
+        ctx.extra.update(format="tflite", layout="NHWC", io_type=opts.io,
+                         converter=f"litert-torch {getattr(litert(), '__version__', '?')}",
+                         decode_in_graph=opts.decode_in_graph)
+        if opts.decode_in_graph:
+            from ffedge.export.tflite_decode import DECODED_SEMANTICS
+
+            ctx.extra["decoded_outputs"] = DECODED_SEMANTICS
+
+    def convert(self, ctx: ExportContext) -> Path:
+        quant_config = None
+        if ctx.request.precision == "fp16":
+            from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
+
+            quant_config = full_fp16_recipe()
+            ctx.extra["quantization"] = {"backend": "ai-edge-quantizer", "weights": "float16",
+                                         "compute": "float32"}
+        return self._finish(ctx, ctx.state["wrapper"], quant_config)
+
+    def quantise(self, ctx: ExportContext, dataset: Any, keep_float: list[str]) -> Path:
         from litert_torch.quantize.quant_config import QuantConfig
 
-        from ffedge.calibration import CalibrationDataset
-
-        dataset = CalibrationDataset(plan.calib_files, spec, cache_dir=cache_dir)
-        log(f"quantising {model}: {len(dataset)} calibration images, "
-            f"{len(plan.eval_files)} held-out images (PT2E static int8)")
         from ffedge.export.tflite_dcn import Sampler
         from ffedge.models.dcn import DeformableConv2d
 
-        float_modules = ((DeformableConv2d,) if options.dcn == "gridsample"
-                         else (Sampler,))
-        inner, quantizer = quantize_pt2e(wrapper, example, dataset, options.per_channel,
-                                         float_modules)
-        quant_config = QuantConfig(pt2e_quantizer=quantizer)
-        extra["quantization"] = {
+        opts: TFLiteOptions = ctx.state["opts"]
+        float_modules = (DeformableConv2d,) if opts.dcn == "gridsample" else (Sampler,)
+        inner, quantizer = quantize_pt2e(ctx.state["wrapper"], ctx.state["example"], dataset,
+                                         opts.per_channel, float_modules)
+        ctx.extra["quantization"] = {
             "backend": "litert-torch PT2E static",
-            "weights": "int8 symmetric " + ("per-channel" if options.per_channel else "per-tensor"),
+            "weights": "int8 symmetric " + ("per-channel" if opts.per_channel else "per-tensor"),
             "activations": "int8 asymmetric per-tensor (histogram observer)"}
-        extra["calibration"] = plan.describe()
-    module = DecodeInGraph(inner, spec) if options.decode_in_graph else NamedOutputs(inner)
-    log(f"converting {model} ({options.precision}) with litert-torch ...")
-    data = convert(module, example, quant_config)
-    if not options.keep_names:
-        data = tfb.strip_names(data)
-    if options.precision == "int8":
-        data = tfb.retype_io(data, options.io, keep_float_outputs=options.decode_in_graph)
-    contract = tfb.io_contract(data)
-    meta = build_metadata(model, spec, options, sha, contract, extra)
+        return self._finish(ctx, inner, QuantConfig(pt2e_quantizer=quantizer))
 
-    report = TFLiteReport(out, model, options, net.num_parameters(), 0, tfb.op_histogram(data),
-                          contract, notes=notes)
-    with tempfile.TemporaryDirectory(prefix="ffedge-tflite-") as tmpdir:
-        cand_path = Path(tmpdir) / "candidate.tflite"
-        cand_path.write_bytes(embed_metadata(data, meta.to_props()))
-        if verify:
-            report.fidelity, report.tolerances = _gate(
-                reference, TFLiteRunner(cand_path, threads=threads), spec, plan, eval_images,
-                options, checkpoint is not None, min_f1, out)
-            meta.extra["fidelity"] = report.fidelity.to_dict()["detections"]
-            if checkpoint is None:
-                notes.append("random weights: detection agreement reported, not gated "
-                             "(tied scores; see docs/mobile.md)")
-    final = embed_metadata(data, meta.to_props())
-    with atomic_files([out, sidecar_path(out)]) as (tmp_model, tmp_sidecar):
-        tmp_model.write_bytes(final)
-        tmp_sidecar.write_text(sidecar_text(meta))
-    report.size_bytes = len(final)
-    report.seconds = time.perf_counter() - t0
-    return report
+    def _finish(self, ctx: ExportContext, inner: Any, quant_config: Any) -> Path:
+        from ffedge.export.tflite_decode import DecodeInGraph, NamedOutputs
+
+        opts: TFLiteOptions = ctx.state["opts"]
+        module = DecodeInGraph(inner, ctx.spec) if opts.decode_in_graph else NamedOutputs(inner)
+        log(f"converting {ctx.model} ({opts.precision}) with litert-torch ...")
+        data = convert(module, ctx.state["example"], quant_config)
+        if not opts.keep_names:
+            data = tfb.strip_names(data)
+        if opts.precision == "int8":
+            data = tfb.retype_io(data, opts.io, keep_float_outputs=opts.decode_in_graph)
+            data = tfb.int8_float_weights(data)  # convs PT2E left in float: int8 weights
+        _delegate_check(ctx, opts, data)
+        ctx.extra["io"] = tfb.io_contract(data)
+        ctx.details["ops"] = sum(tfb.op_histogram(data).values())
+        path = ctx.tmp / "candidate.tflite"
+        meta = ArtifactMetadata(model=ctx.model, spec=ctx.spec, precision=opts.precision,
+                                checkpoint_sha256=ctx.checkpoint_sha, extra=dict(ctx.extra))
+        path.write_bytes(embed_tflite(data, meta.to_props()))
+        return path
+
+    def write(self, ctx: ExportContext, candidate: Path, meta: ArtifactMetadata,
+              paths: list[Path]) -> None:
+        from ffedge.artifact.tflite_metadata import standard_metadata, with_standard_metadata
+
+        data = embed_tflite(candidate.read_bytes(), meta.to_props())
+        paths[0].write_bytes(with_standard_metadata(data, standard_metadata(meta)))
+
+    def sidecar_text(self, meta: ArtifactMetadata) -> str:
+        return sidecar_text(meta)
+
+    def histogram(self, ctx: ExportContext, candidate: Path) -> dict[str, int]:
+        return tfb.op_histogram(candidate.read_bytes())
 
 
-def _gate(reference: Any, candidate: TFLiteRunner, spec: Any, plan: Any, eval_images: Any,
-          options: TFLiteOptions, trained: bool, min_f1: float, out: Path
-          ) -> tuple[FidelityReport, dict[str, float] | None]:
-    """Run the fidelity gate; raise (nothing written) when it fails."""
-    if plan is not None:
-        images = plan.eval_files
-    elif eval_images is not None:
-        images = eval_images if isinstance(eval_images, list) else [eval_images]
-    else:
-        images = []
-    batches = verification_batches(spec, images, n_random=0 if images else 2)
-    gated_f1 = min_f1 if trained else 0.0
-    fidelity = check_fidelity(reference, candidate, batches, gated_f1)
-    tolerances = FP32_TOLERANCES if options.precision == "fp32" else None
-    reasons = fidelity.parity.failures(tolerances, gated_f1)
-    if reasons:
-        raise FFEdgeError(f"fidelity gate failed, nothing written to {out}: "
-                          + "; ".join(reasons) + f" ({fidelity.parity.images} images)")
-    return fidelity, tolerances
+def _delegate_check(ctx: ExportContext, opts: TFLiteOptions, data: bytes) -> None:
+    """GPU / Core ML delegate coverage into the report and metadata; with
+    ``require_gpu_delegate``, fail naming every op the GPU delegate refuses."""
+    from ffedge.artifact.tflite_delegates import coreml_delegate_report, gpu_delegate_report
 
+    gpu, coreml = gpu_delegate_report(data), coreml_delegate_report(data)
+    if opts.require_gpu_delegate and not gpu.ok:
+        ops = "; ".join(f"{op} {why}" for op, why in gpu.offending().items())
+        raise FFEdgeError(f"--require-gpu-delegate: the GPU delegate refuses {ops} "
+                          "(nothing written; see docs/mobile.md, delegates)")
+    ctx.extra["delegates"] = {"gpu": gpu.to_dict(), "coreml": coreml.to_dict()}
+    ctx.notes.extend([gpu.summary(), coreml.summary()])
+
+
+def export_tflite(model: str, checkpoint: str | Path | None = None,
+                  output: str | Path | None = None, input_size: tuple[int, int] | None = None,
+                  options: TFLiteOptions | None = None, calib: str | Path | None = None,
+                  verify_images: list[str | Path] | None = None, verify: bool = True,
+                  min_f1: float | None = None, threads: int | None = None,
+                  **calibration: Any) -> ExportReport:
+    """``model`` as ``.tflite`` (+ ``.tflite.json``), checked in ai-edge-litert against torch."""
+    options = options or TFLiteOptions()
+    return export("tflite", ExportRequest(
+        model, checkpoint, output, input_size, options.precision, options, verify,
+        verify_images or (),
+        calibration=Calibration(calib, **calibration) if calib is not None else None,
+        min_f1=min_f1, threads=threads))

@@ -28,7 +28,8 @@ from ffedge.models.nano_modules import ASSN, MSEFPN, ScaleDecoupling
 from ffedge.models.registry import register_model
 from ffedge.models.shuffle import ChannelShuffle
 from ffedge.models.ssh import SSH, plain_conv3x3
-from ffedge.spec import DeploymentSpec, PriorSpec
+from ffedge.spec import DeploymentSpec
+from ffedge.specs import NANO_B_SPEC
 
 NANO_B_STAGE_WIDTHS: tuple[int, int, int] = (27, 50, 87)
 STEM_CONVS = 2  # conv0 (3->8) and conv1 (8->16): 0.3% of the weights, never pruned
@@ -61,20 +62,6 @@ def pruned_widths(stage_widths: Sequence[int] = NANO_B_STAGE_WIDTHS) -> tuple[in
 
 NANO_B_WIDTHS = pruned_widths()
 
-NANO_B_SPEC = DeploymentSpec(
-    input_size=(640, 640),
-    channel_order="BGR",
-    mean=(104.0, 117.0, 123.0),
-    std=(1.0, 1.0, 1.0),
-    resize_mode="letterbox",
-    priors=PriorSpec(
-        steps=(8, 16, 32),
-        # P3 covers faces of 8-32 px (the card's "<32x32" small-face level), P4 fills
-        # 48-96 px at <= 1.5x spacing, P5 keeps V1's large-face range up to 512 px.
-        min_sizes=((8, 16, 32), (48, 64, 96), (128, 256, 512)),
-        variances=(0.1, 0.2),
-    ),
-)
 
 
 class FeatherFaceNanoB(FaceDetector):

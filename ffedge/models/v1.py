@@ -17,20 +17,8 @@ from ffedge.models.mobilenet import MobileNetV1
 from ffedge.models.registry import register_model
 from ffedge.models.shuffle import ChannelShuffle
 from ffedge.models.ssh import SSH, deformable_conv3x3
-from ffedge.spec import DeploymentSpec, PriorSpec
-
-V1_SPEC = DeploymentSpec(
-    input_size=(640, 640),
-    channel_order="BGR",
-    mean=(104.0, 117.0, 123.0),
-    std=(1.0, 1.0, 1.0),
-    resize_mode="letterbox",
-    priors=PriorSpec(
-        steps=(8, 16, 32),
-        min_sizes=((16, 32), (64, 128), (256, 512)),
-        variances=(0.1, 0.2),
-    ),
-)
+from ffedge.spec import DeploymentSpec
+from ffedge.specs import V1_SPEC
 
 
 class FeatherFaceV1(FaceDetector):

@@ -23,9 +23,7 @@ from ffedge.models.shuffle import ChannelShuffle
 from ffedge.models.ssh import SSH, plain_conv3x3
 from ffedge.models.v2_innovations import V2UltraInnovations
 from ffedge.spec import DeploymentSpec
-
-# V1's conventions (BGR, mean 104/117/123, RetinaFace priors), which are the spec defaults.
-V2_ULTRA_SPEC = DeploymentSpec()
+from ffedge.specs import V2_ULTRA_SPEC
 
 V2_ULTRA_CARD_TOTAL = 244_483  # the card's headline count; the build stays within +-5%
 

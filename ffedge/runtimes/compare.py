@@ -21,6 +21,7 @@ class OutputDiff:
     max_abs: float = 0.0
     mean_abs: float = 0.0
     max_rel: float = 0.0  # |a-b| / max(|ref|, 1e-3), worst element
+    scale: float = 0.0  # max |ref|: the output's magnitude, for scale-relative tolerances
 
     def update(self, ref: np.ndarray, test: np.ndarray) -> None:
         d = np.abs(test.astype(np.float64) - ref.astype(np.float64))
@@ -30,6 +31,11 @@ class OutputDiff:
         self.mean_abs = max(self.mean_abs, float(d.mean()))
         rel = d / np.maximum(np.abs(ref.astype(np.float64)), 1e-3)
         self.max_rel = max(self.max_rel, float(rel.max()))
+        self.scale = max(self.scale, float(np.abs(ref).max()))
+
+    def relative_to_scale(self) -> float:
+        """Worst error relative to the output's magnitude (at least 1: probabilities)."""
+        return self.max_abs / max(self.scale, 1.0)
 
 
 @dataclass
@@ -111,13 +117,14 @@ class ParityReport:
     outputs: dict[str, OutputDiff] = field(default_factory=lambda: {n: OutputDiff() for n in OUTPUT_NAMES})
     detections: DetectionAgreement = field(default_factory=DetectionAgreement)
 
-    def failures(self, tolerances: dict[str, float] | None, min_f1: float) -> list[str]:
-        """Human-readable reasons this candidate fails the given tolerances."""
+    def failures(self, relative: float | None, min_f1: float) -> list[str]:
+        """Why this candidate fails: any output whose max error exceeds ``relative`` times
+        its magnitude (``max(max|ref|, 1)``), or detection F1 below ``min_f1``."""
         reasons = []
-        for name, tol in (tolerances or {}).items():
-            got = self.outputs[name].max_abs
-            if got > tol:
-                reasons.append(f"{name}: max abs error {got:.3g} > {tol:.3g}")
+        for name, diff in self.outputs.items():
+            if relative is not None and diff.relative_to_scale() > relative:
+                reasons.append(f"{name}: max abs error {diff.max_abs:.3g} > "
+                               f"{relative:.1e} x output scale {max(diff.scale, 1.0):.3g}")
         if self.detections.f1 < min_f1:
             reasons.append(f"detection F1 {self.detections.f1:.4f} < {min_f1}")
         return reasons

@@ -1,29 +1,20 @@
-"""``load_runner``: pick and build a runner from an artifact path or a model name."""
+"""``load_runner``: pick and build a runner from an artifact path or a model name.
+
+Which runner runs which artifact comes from the target registry
+(:mod:`ffedge.artifact.targets`); nothing here names a runtime but torch.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ffedge.artifact.targets import find_target, target_for_artifact
 from ffedge.errors import FFEdgeError
 from ffedge.runtimes.base import Runner
 
-# runtime name -> artifact suffixes it runs
-RUNTIMES: dict[str, tuple[str, ...]] = {
-    "torch": (".pth", ".pt"),
-    "onnxruntime": (".onnx",),
-    "openvino": (".xml",),
-    "tflite": (".tflite",),
-}
-
 
 def runtime_for(path: Path) -> str:
-    for name, suffixes in RUNTIMES.items():
-        if name != "torch" and path.suffix.lower() in suffixes:
-            return name
-    raise FFEdgeError(
-        f"no runtime for {path.name!r} (known artifact types: "
-        + ", ".join(s for n, ss in RUNTIMES.items() if n != "torch" for s in ss) + ")"
-    )
+    return target_for_artifact(path).runtime
 
 
 def load_runner(
@@ -40,28 +31,15 @@ def load_runner(
         if model is None:
             raise FFEdgeError("give --model NAME or --artifact PATH")
         if runtime not in (None, "torch"):
+            find_target(runtime)  # an unknown name lists the real ones
             raise FFEdgeError(f"runtime {runtime!r} needs an exported --artifact (or use --runtime torch)")
         from ffedge.runtimes.torch_runner import TorchRunner
 
         return TorchRunner(model, checkpoint, input_size, threads)
+    if runtime == "torch":
+        raise FFEdgeError("--runtime torch runs a model: give --model NAME [--checkpoint PATH]")
     path = Path(artifact)
     if not path.exists():
         raise FFEdgeError(f"artifact not found: {path}")
-    runtime = runtime or runtime_for(path)
-    if runtime not in RUNTIMES:
-        raise FFEdgeError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
-    if runtime == "onnxruntime":
-        from ffedge.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path, model, input_size, threads)
-    if runtime == "openvino":
-        from ffedge.runtimes.openvino_runner import OpenVinoRunner
-
-        return OpenVinoRunner(path, model, input_size, threads)
-    if runtime == "tflite":
-        from ffedge.runtimes.tflite_runner import TFLiteRunner
-
-        return TFLiteRunner(path, model, input_size, threads)
-    if runtime == "torch":
-        raise FFEdgeError("--runtime torch runs a model: give --model NAME [--checkpoint PATH]")
-    raise FFEdgeError(f"runtime {runtime!r} cannot run {path.name}")
+    record = find_target(runtime) if runtime else target_for_artifact(path)
+    return record.load_runner_class()(path, model, input_size, threads)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ffedge.errors import FFEdgeError, require
 from ffedge.artifact.metadata import OUTPUT_NAMES, ArtifactMetadata
+from ffedge.errors import FFEdgeError, require
 from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner, input_geometry
 
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ffedge.errors import FFEdgeError, require
+from ffedge.artifact.formats import read_rt_info, write_rt_info
 from ffedge.artifact.metadata import OUTPUT_NAMES, ArtifactMetadata, read_sidecar
+from ffedge.errors import FFEdgeError, require
 from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner, input_geometry
 
-RT_INFO_SECTION = "ffedge"
 # A CPU-plugin check seen both on NNCF INT8 (PERFORMANCE preset) and, once, on an FP32
 # graph that compiled fine on a rerun: retried once, then reported.
 FLAKY_COMPILE_MARK = "any_of(scale.size(), OC, 1U)"
@@ -43,23 +43,8 @@ def quiet_telemetry() -> None:
         os.environ.setdefault("NNCF_CI", "1")
 
 
-def read_rt_metadata(model: Any) -> ArtifactMetadata | None:
-    """Our ``rt_info`` section of an ``ov.Model`` as metadata, or None."""
-    rt = model.get_rt_info()
-    if RT_INFO_SECTION not in rt:
-        return None
-    section = rt[RT_INFO_SECTION]
-    if not isinstance(section, dict):
-        return None
-    props = {f"ffedge.{k}": (v.astype(str) if hasattr(v, "astype") else str(v))
-             for k, v in section.items()}
-    return ArtifactMetadata.from_props(props)
-
-
-def write_rt_metadata(model: Any, meta: ArtifactMetadata) -> None:
-    """Put every ``ArtifactMetadata.to_props()`` item under ``rt_info/ffedge/<key>``."""
-    for key, value in meta.to_props().items():
-        model.set_rt_info(value, [RT_INFO_SECTION, key.removeprefix("ffedge.")])
+read_rt_metadata = read_rt_info
+write_rt_metadata = write_rt_info
 
 
 def compile_model(core: Any, model: Any, config: dict[str, Any], what: str = "the model") -> Any:

@@ -14,69 +14,25 @@ integer I/O or decode-in-graph outputs; the runner hides both so every caller st
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ffedge.errors import FFEdgeError, require
+from ffedge.artifact.formats import (
+    TFLITE_METADATA_NAME,
+    embed_tflite,
+    read_tflite,
+    tflite_schema,
+)
 from ffedge.artifact.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata, read_sidecar
+from ffedge.errors import FFEdgeError, require
 from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner
 
-#: Name of the flatbuffer ``Metadata`` entry that carries our props (JSON object of strings).
-METADATA_NAME = "ffedge"
-
-
-def schema() -> Any:
-    """The TFLite flatbuffer schema module shipped with ai-edge-litert."""
-    return require("ai_edge_litert.schema_py_generated", "tflite")
-
-
-def read_embedded(data: bytes) -> dict[str, str] | None:
-    """The props stored under :data:`METADATA_NAME` in a ``.tflite`` image, or None.
-
-    Reads the flatbuffer lazily (no copy of the weights), so it is cheap on a 24 MB model.
-    """
-    fb = schema()
-    try:
-        model = fb.Model.GetRootAs(data, 0)
-        for i in range(model.MetadataLength()):
-            md = model.Metadata(i)
-            if (md.Name() or b"").decode() != METADATA_NAME:
-                continue
-            raw = model.Buffers(md.Buffer()).DataAsNumpy()
-            if isinstance(raw, int):  # flatbuffers returns 0 for an empty vector
-                return None
-            return json.loads(raw.tobytes().decode("utf-8"))
-    except (ValueError, IndexError, UnicodeDecodeError, TypeError):
-        return None
-    return None
-
-
-def embed_metadata(data: bytes, props: dict[str, str]) -> bytes:
-    """``data`` with ``props`` stored as the :data:`METADATA_NAME` metadata buffer
-    (replacing an older one), re-serialised through the schema's object API."""
-    from ai_edge_litert.tools import flatbuffer_utils as fu
-
-    fb = schema()
-    model = fu.read_model_from_bytearray(bytearray(data))
-    payload = np.frombuffer(json.dumps(props, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
-    buf = fb.BufferT()
-    buf.data = payload
-    model.buffers.append(buf)
-    entry = fb.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
-    return bytes(fu.convert_object_to_bytearray(model))
-
-
-def _name(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
+METADATA_NAME = TFLITE_METADATA_NAME
+schema = tflite_schema
+read_embedded = read_tflite
+embed_metadata = embed_tflite
 
 
 def _info(path: Path, model_name: str | None, input_size: tuple[int, int] | None) -> ArtifactInfo:

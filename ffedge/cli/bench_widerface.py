@@ -26,7 +26,6 @@ from ffedge.benchmarks.widerface import (
     load_ground_truth,
     select_images,
 )
-from ffedge.benchmarks.widerface_cli import format_table
 from ffedge.benchmarks.widerface_run import (
     ORIGINAL,
     DetectSettings,
@@ -36,7 +35,9 @@ from ffedge.benchmarks.widerface_run import (
     find_images_root,
     run_detector,
 )
+from ffedge.cli.bench_widerface_eval import format_table
 from ffedge.runtimes.base import Runner
+from ffedge.spec import DECODE, SIZE_DIVISOR
 
 EXIT_UNREADABLE = 1
 _EXAMPLES = 5
@@ -49,13 +50,17 @@ def parse_size(text: str) -> int | str:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: 'original' or a multiple of 32") from None
-    if n <= 0 or n % 32:
-        raise argparse.ArgumentTypeError(f"{n}: the size must be a positive multiple of 32")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: 'original' or a multiple of {SIZE_DIVISOR}") from None
+    if n <= 0 or n % SIZE_DIVISOR:
+        raise argparse.ArgumentTypeError(
+            f"{n}: the size must be a positive multiple of {SIZE_DIVISOR}")
     return n
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ffedge.cli.args import add_runner_args
+
     p.add_argument("--root", required=True, type=Path,
                    help="WIDER FACE images: the folder holding WIDER_val, WIDER_val, or its images/")
     p.add_argument("--gt", required=True, type=Path, metavar="EVAL_DIR",
@@ -64,17 +69,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="weights (.pth); default: the bundled weights when the model has them")
     p.add_argument("--random-init", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--artifact", type=Path, default=None, help="exported model to run")
-    p.add_argument("--runtime", default=None,
-                   help="torch, onnxruntime, ... (default: torch for --model, from the suffix "
-                        "for --artifact)")
+    add_runner_args(p)
     p.add_argument("--size", type=parse_size, default=None,
                    help="'original' (each image at its own size; models/artifacts of any size "
                         "only) or N (letterbox to NxN); default: the spec's size and resize mode")
     p.add_argument("--threshold", type=float, default=0.02, help="score threshold (default 0.02)")
-    p.add_argument("--nms", type=float, default=0.4, help="NMS IoU threshold (default 0.4)")
-    p.add_argument("--top-k", type=int, default=5000, help="candidates into NMS (default 5000)")
-    p.add_argument("--max-detections", type=int, default=750, help="faces kept (default 750)")
+    p.add_argument("--nms", type=float, default=DECODE.nms_threshold,
+                   help=f"NMS IoU threshold (default {DECODE.nms_threshold})")
+    p.add_argument("--top-k", type=int, default=DECODE.top_k,
+                   help=f"candidates into NMS (default {DECODE.top_k})")
+    p.add_argument("--max-detections", type=int, default=DECODE.max_detections,
+                   help=f"faces kept (default {DECODE.max_detections})")
     p.add_argument("--subset", type=int, default=None, metavar="N",
                    help="only the first N images of every event (scored against those only)")
     p.add_argument("--out", type=Path, default=None, metavar="PRED_DIR",
@@ -115,22 +120,10 @@ def run(args: argparse.Namespace) -> int:
 
 def make_runner(args: argparse.Namespace, size: Size, workdir: Path) -> Runner:
     """--artifact as is; --model in torch, or exported on the fly for another runtime."""
-    from ffedge.cli.args import resolve_checkpoint
-    from ffedge.runtimes import load_runner
+    from ffedge.cli.args import runner_from_args
 
     input_size = (size, size) if isinstance(size, int) else None
-    runtime = args.runtime
-    if args.artifact is None and runtime not in (None, "torch"):
-        from ffedge.export.targets import build_for_runtime
-
-        artifact = build_for_runtime(runtime, args.model, resolve_checkpoint(args, quiet=True),
-                                     input_size, workdir)
-        return load_runner(runtime, artifact=artifact, model=args.model, threads=args.threads)
-    if args.artifact is None:
-        return load_runner("torch", model=args.model, checkpoint=resolve_checkpoint(args),
-                           input_size=input_size, threads=args.threads)
-    return load_runner(runtime, artifact=args.artifact, model=args.model,
-                       input_size=input_size, threads=args.threads)
+    return runner_from_args(args, workdir, input_size=input_size)
 
 
 def default_out(runner: Runner, settings: DetectSettings) -> Path:
