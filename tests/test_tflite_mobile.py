@@ -291,7 +291,7 @@ def test_nano_b_fp16_is_fully_gpu_delegable_with_metadata_and_signature(tmp_path
     md = read_standard_metadata(data)["subgraph_metadata"][0]
     assert md["input_tensor_metadata"][0]["content"]["default_size"] == {"width": 160,
                                                                          "height": 160}
-    order = [d["name"] for d in it.get_signature_runner().get_output_details()]
+    order = list(it.get_signature_runner().get_output_details())
     assert {t["name"] for t in md["output_tensor_metadata"]} == set(order)
 
 

@@ -102,19 +102,31 @@ class DelegateReport:
                                                                          self.delegate)
         if not self.refused:
             return f"{name}: full ({self.total_ops} ops)"
-        reasons = {why for _, _, why in self.refused}
-        if len(reasons) == 1 and len({op for _, op, _ in self.refused}) > 1 \
-                and len(self.refused) == self.total_ops:  # one whole-model reason
-            return f"{name}: {self.label} ({reasons.pop()})"
+        whole = self.whole_model_reason()
+        if whole is not None:
+            return f"{name}: {self.label} ({whole})"
         ops = "; ".join(f"{op} {why}" for op, why in self.offending().items())
         cover = 100.0 * self.largest_run / max(self.total_ops, 1)
         return (f"{name}: {self.label} (largest delegated run {self.largest_run}/"
                 f"{self.total_ops} ops = {cover:.0f}%, {self.partitions} runs; refused: {ops})")
 
+    def whole_model_reason(self) -> str | None:
+        """The one reason when every op is refused for it (e.g. an integer model)."""
+        reasons = {why for _, _, why in self.refused}
+        if len(reasons) == 1 and len(self.refused) == self.total_ops \
+                and len({op for _, op, _ in self.refused}) > 1:
+            return next(iter(reasons))
+        return None
+
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "total_ops": self.total_ops,
-                "largest_run": self.largest_run, "partitions": self.partitions,
-                "refused": self.offending()}
+        d: dict[str, Any] = {"label": self.label, "total_ops": self.total_ops,
+                             "largest_run": self.largest_run, "partitions": self.partitions}
+        whole = self.whole_model_reason()
+        if whole is not None:
+            d["reason"] = whole
+        elif self.refused:
+            d["refused"] = self.offending()
+        return d
 
 
 def _schema() -> Any:
