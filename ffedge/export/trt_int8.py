@@ -76,6 +76,9 @@ def quantize_for_trt(fp32_path: str | Path, out_path: str | Path, dataset, metho
             try:
                 quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
                 nodes = trt_quant_nodes(onnx.load(str(pre)), exclude)
+                if not nodes:  # onnxruntime reads an empty list as "quantise everything"
+                    Path(out_path).write_bytes(Path(fp32_path).read_bytes())
+                    return Path(out_path)
                 quantize_static(
                     str(pre), str(out_path), dataset.as_ort_reader(input_name),
                     quant_format=QuantFormat.QDQ, per_channel=True,
