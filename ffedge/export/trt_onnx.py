@@ -153,6 +153,8 @@ def retarget_opset(proto, opset: int) -> None:
     current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     if current <= opset:
         return
+    if opset < 18 <= current:
+        _reduce_axes_to_attribute(proto)
     for node in proto.graph.node:
         if node.domain not in ("", "ai.onnx"):
             continue
@@ -160,7 +162,7 @@ def retarget_opset(proto, opset: int) -> None:
         old = defs.get_schema(node.op_type, opset).since_version
         if new == old:
             continue
-        newer = _RETARGET_SAFE.get(node.op_type)
+        newer = _RETARGET_SAFE.get(node.op_type, () if node.op_type in _REDUCE_18 else None)
         used = {a.name for a in node.attribute}
         if node.op_type == "Pad" and len(node.input) > 3 and node.input[3]:
             used.add("axes")
@@ -173,3 +175,24 @@ def retarget_opset(proto, opset: int) -> None:
     for o in proto.opset_import:
         if o.domain in ("", "ai.onnx"):
             o.version = opset
+
+
+_REDUCE_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+              "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+
+
+def _reduce_axes_to_attribute(proto) -> None:
+    """Opset 18 moved the axes of most Reduce ops from an attribute to an input; put
+    constant axes back into the attribute (the form opsets 13-17 and TensorRT 8.6 take)."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type not in _REDUCE_18 or len(node.input) < 2 or not node.input[1]:
+            continue
+        if node.input[1] not in inits:
+            raise FFEdgeError(f"node {node.name} ({node.op_type}) has run-time axes; it "
+                              "cannot be lowered below opset 18")
+        axes = [int(a) for a in numpy_helper.to_array(inits[node.input[1]]).reshape(-1)]
+        del node.input[1:]
+        node.attribute.append(helper.make_attribute("axes", axes))
