@@ -67,7 +67,7 @@ def reference_image(seed: int = 0) -> np.ndarray:
 def read_contract(path: Path) -> dict[str, Any]:
     """The artifact's metadata: the embedded ``ffedge`` entry, else the ``.json`` sidecar."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ffedge.runtimes.tflite_runner import read_embedded
+    from ffedge.artifact.formats import read_tflite as read_embedded
 
     props = read_embedded(path.read_bytes())
     if props:

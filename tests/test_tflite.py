@@ -20,14 +20,16 @@ pytest.importorskip("ai_edge_litert.interpreter", reason="needs the tflite extra
 
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
+from ffedge.artifact.formats import embed_tflite as embed_metadata  # noqa: E402
+from ffedge.artifact.formats import read_tflite as read_embedded  # noqa: E402
+from ffedge.artifact.metadata import ArtifactMetadata, read_sidecar, sidecar_path  # noqa: E402
 from ffedge.cli.ffexport import main as ffexport  # noqa: E402
 from ffedge.decoder import Decoder, decode_boxes, generate_priors, preprocess  # noqa: E402
 from ffedge.errors import FFEdgeError  # noqa: E402
 from ffedge.export import tflite_flatbuffer as tfb  # noqa: E402
-from ffedge.artifact.metadata import ArtifactMetadata, read_sidecar, sidecar_path  # noqa: E402
 from ffedge.export.tflite_target import TFLiteOptions, export_tflite  # noqa: E402
 from ffedge.runtimes import load_runner  # noqa: E402
-from ffedge.runtimes.tflite_runner import TFLiteRunner, embed_metadata, read_embedded  # noqa: E402
+from ffedge.runtimes.tflite_runner import TFLiteRunner  # noqa: E402
 from ffedge.runtimes.torch_runner import TorchRunner  # noqa: E402
 from ffedge.weights import bundled_checkpoint  # noqa: E402
 

@@ -128,31 +128,41 @@ def _float_only(quantizer_cls: type, float_modules: tuple[type, ...] = ()) -> ty
     class FloatOnlyQuantizer(quantizer_cls):  # type: ignore[misc, valid-type]
         def annotate(self, model):  # noqa: D102
             model = super().annotate(model)
-            for node in model.graph.nodes:
-                ann = node.meta.get("quantization_annotation")
-                if ann is None:
-                    continue
-                if node.target in float_ops or in_float_module(node):
-                    del node.meta["quantization_annotation"]
-                    continue
-                for inp in [i for i in ann.input_qspec_map if not is_float(i)]:
-                    del ann.input_qspec_map[inp]
-                if ann.output_qspec is not None and not is_float(node):
-                    ann.output_qspec = None
-            # An input reached through transposes/reshapes shares its producer's scale:
-            # TFLite requires a quantised TRANSPOSE/RESHAPE to keep scale and zero point.
-            for node in model.graph.nodes:
-                ann = node.meta.get("quantization_annotation")
-                if ann is None:
-                    continue
-                for inp in list(ann.input_qspec_map):
-                    if getattr(inp, "target", None) in movement:
-                        src = quantized_source(inp)
-                        if src is not None:
-                            ann.input_qspec_map[inp] = SharedQuantizationSpec(src)
+            _keep_float(model, lambda n: n.target in float_ops or in_float_module(n), is_float)
+            _share_through_movement(model, movement, quantized_source, SharedQuantizationSpec)
             return model
 
     return FloatOnlyQuantizer
+
+
+def _keep_float(model: Any, float_node: Any, is_float: Any) -> None:
+    """Drop annotations of float-only nodes, and of integer inputs/outputs anywhere."""
+    for node in model.graph.nodes:
+        ann = node.meta.get("quantization_annotation")
+        if ann is None:
+            continue
+        if float_node(node):
+            del node.meta["quantization_annotation"]
+            continue
+        for inp in [i for i in ann.input_qspec_map if not is_float(i)]:
+            del ann.input_qspec_map[inp]
+        if ann.output_qspec is not None and not is_float(node):
+            ann.output_qspec = None
+
+
+def _share_through_movement(model: Any, movement: set, quantized_source: Any,
+                            shared_spec: Any) -> None:
+    """An input reached through transposes/reshapes shares its producer's scale: TFLite
+    requires a quantised TRANSPOSE/RESHAPE to keep scale and zero point."""
+    for node in model.graph.nodes:
+        ann = node.meta.get("quantization_annotation")
+        if ann is None:
+            continue
+        for inp in list(ann.input_qspec_map):
+            if getattr(inp, "target", None) in movement:
+                src = quantized_source(inp)
+                if src is not None:
+                    ann.input_qspec_map[inp] = shared_spec(src)
 
 
 def quantize_pt2e(wrapper: Any, example: Any, dataset: Any, per_channel: bool = True,

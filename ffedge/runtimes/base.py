@@ -50,6 +50,20 @@ def input_geometry(dims: list[int | None]) -> tuple[str, tuple[int, int] | None]
     return layout, ((int(hw[0]), int(hw[1])) if hw[0] and hw[1] else None)
 
 
+def info_for(meta: Any, path: Path, dims: list[int | None],
+             input_size: tuple[int, int] | None, **extra: Any) -> ArtifactInfo:
+    """The :class:`ArtifactInfo` of an artifact: its metadata's spec at the size the file
+    fixes (or ``input_size`` for a dynamic one), its layout from the input dims."""
+    layout, fixed = input_geometry(dims)
+    spec = meta.spec
+    if fixed is not None:
+        spec = spec.with_input_size(*fixed)
+    elif input_size is not None:
+        spec = spec.with_input_size(*input_size)
+    return ArtifactInfo(model=meta.model, spec=spec, precision=meta.precision, path=path,
+                        fixed_size=fixed, layout=layout, extra={"metadata": meta, **extra})
+
+
 class Runner(ABC):
     """Base class: subclasses implement ``_activate`` and ``_infer``."""
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ffedge.artifact.metadata import OUTPUT_NAMES, ArtifactMetadata
 from ffedge.errors import FFEdgeError, require
-from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner, input_geometry
+from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner, info_for
 
 
 def _info_from_model(path: Path, model_name: str | None,
@@ -22,25 +22,16 @@ def _info_from_model(path: Path, model_name: str | None,
     meta = ArtifactMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     inp = proto.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-    layout, fixed = input_geometry(dims)
     if meta is None:
         if model_name is None:
             raise FFEdgeError(
                 f"{path.name} carries no FeatherFace metadata; pass --model NAME to supply "
                 "its deployment spec"
             )
-        from ffedge.models import get_spec
+        from ffedge.specs import spec_for
 
-        spec = get_spec(model_name)
-        meta = ArtifactMetadata(model=model_name, spec=spec, precision="unknown")
-    spec = meta.spec
-    if fixed is not None:
-        spec = spec.with_input_size(*fixed)
-    elif input_size is not None:
-        spec = spec.with_input_size(*input_size)
-    return ArtifactInfo(model=meta.model, spec=spec, precision=meta.precision, path=path,
-                        fixed_size=fixed, layout=layout,
-                        extra={"metadata": meta, "opset": proto.opset_import[0].version})
+        meta = ArtifactMetadata(model=model_name, spec=spec_for(model_name), precision="unknown")
+    return info_for(meta, path, dims, input_size, opset=proto.opset_import[0].version)
 
 
 class OnnxRuntimeRunner(Runner):

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ffedge.artifact.formats import read_rt_info, write_rt_info
+from ffedge.artifact.formats import read_rt_info
 from ffedge.artifact.metadata import OUTPUT_NAMES, ArtifactMetadata, read_sidecar
 from ffedge.errors import FFEdgeError, require
-from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner, input_geometry
+from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner, info_for
 
 # A CPU-plugin check seen both on NNCF INT8 (PERFORMANCE preset) and, once, on an FP32
 # graph that compiled fine on a rerun: retried once, then reported.
@@ -43,8 +43,6 @@ def quiet_telemetry() -> None:
         os.environ.setdefault("NNCF_CI", "1")
 
 
-read_rt_metadata = read_rt_info
-write_rt_metadata = write_rt_info
 
 
 def compile_model(core: Any, model: Any, config: dict[str, Any], what: str = "the model") -> Any:
@@ -65,7 +63,7 @@ def compile_model(core: Any, model: Any, config: dict[str, Any], what: str = "th
 
 def _info_from_ir(path: Path, model: Any, model_name: str | None,
                   input_size: tuple[int, int] | None) -> ArtifactInfo:
-    meta = read_rt_metadata(model)
+    meta = read_rt_info(model)
     source = "rt_info"
     if meta is None:
         meta, source = read_sidecar(path), "sidecar"
@@ -73,21 +71,13 @@ def _info_from_ir(path: Path, model: Any, model_name: str | None,
         if model_name is None:
             raise FFEdgeError(f"{path.name} carries no FeatherFace metadata (no rt_info, no "
                               f"{path.name}.json); pass --model NAME to supply its deployment spec")
-        from ffedge.models import get_spec
+        from ffedge.specs import spec_for
 
-        meta, source = ArtifactMetadata(model=model_name, spec=get_spec(model_name),
+        meta, source = ArtifactMetadata(model=model_name, spec=spec_for(model_name),
                                         precision="unknown"), "--model"
     shape = model.inputs[0].get_partial_shape()
     dims = [d.get_length() if d.is_static else None for d in shape]
-    layout, fixed = input_geometry(dims)
-    spec = meta.spec
-    if fixed is not None:
-        spec = spec.with_input_size(*fixed)
-    elif input_size is not None:
-        spec = spec.with_input_size(*input_size)
-    return ArtifactInfo(model=meta.model, spec=spec, precision=meta.precision, path=path,
-                        fixed_size=fixed, layout=layout,
-                        extra={"metadata": meta, "metadata_source": source})
+    return info_for(meta, path, dims, input_size, metadata_source=source)
 
 
 class OpenVinoRunner(Runner):

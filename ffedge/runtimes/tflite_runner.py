@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 
 from ffedge.artifact.formats import (
-    TFLITE_METADATA_NAME,
-    embed_tflite,
     read_tflite,
     tflite_schema,
 )
@@ -29,15 +27,10 @@ from ffedge.artifact.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata,
 from ffedge.errors import FFEdgeError, require
 from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner
 
-METADATA_NAME = TFLITE_METADATA_NAME
-schema = tflite_schema
-read_embedded = read_tflite
-embed_metadata = embed_tflite
-
 
 def _info(path: Path, model_name: str | None, input_size: tuple[int, int] | None) -> ArtifactInfo:
     data = path.read_bytes()
-    props = read_embedded(data)
+    props = read_tflite(data)
     meta = ArtifactMetadata.from_props(props) if props else None
     if meta is None:
         meta = read_sidecar(path)
@@ -45,10 +38,10 @@ def _info(path: Path, model_name: str | None, input_size: tuple[int, int] | None
         if model_name is None:
             raise FFEdgeError(f"{path.name} carries no FeatherFace metadata (embedded or "
                               "sidecar); pass --model NAME to supply its deployment spec")
-        from ffedge.models import get_spec
+        from ffedge.specs import spec_for
 
-        meta = ArtifactMetadata(model=model_name, spec=get_spec(model_name), precision="unknown")
-    fb = schema()
+        meta = ArtifactMetadata(model=model_name, spec=spec_for(model_name), precision="unknown")
+    fb = tflite_schema()
     try:
         graph = fb.Model.GetRootAs(data, 0).Subgraphs(0)
         shape = graph.Tensors(graph.Inputs(0)).ShapeAsNumpy().tolist()
