@@ -45,6 +45,9 @@ class ExportCommand:
                             "trained weights, noise for random ones)")
         p.add_argument("--no-verify", action="store_true", help="skip float verification")
         p.add_argument("--threads", type=int, default=None, help="threads for verification")
+        p.add_argument("--optimize", type=int, choices=(0, 1, 2), default=0,
+                       help="graph passes: 0 = as traced, 1 = exact fusions (merged heads, "
+                            "folded BN/shuffle/softmax, leaner DCN), 2 = runtime forms")
         if "int8" in self.record.precisions:
             add_quant_args(p, required=self.precision == "int8")
         cli = self._target_cli()
@@ -62,7 +65,8 @@ class ExportCommand:
             imgsz(args, EXPORT_MEMORY_FACTOR), precision, options, verify=not args.no_verify,
             verify_images=args.verify_images, calibration=calibration(args),
             min_f1=getattr(args, "min_f1", None),
-            fallback=not getattr(args, "no_fallback", False), threads=args.threads)
+            fallback=not getattr(args, "no_fallback", False), threads=args.threads,
+            optimize=args.optimize)
         with quiet_unless_verbose(args.verbose):
             report = export(self.record, request)
         print(report.summary())

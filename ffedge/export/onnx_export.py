@@ -28,6 +28,7 @@ class OnnxOptions:
     dynamic_size: bool = False
     simplify: bool = True
     dcn: str = "native"  # "native" (ONNX DeformConv) or "gridsample"
+    optimize: int | None = None  # graph passes (ffedge.export.passes); None: the pipeline's level
 
     def resolved_opset(self, model_has_dcn: bool) -> int:
         if self.opset is not None:
@@ -60,7 +61,10 @@ def trace_to_onnx(model: torch.nn.Module, input_size: tuple[int, int], options: 
     """Trace ``model`` (eval mode) with the TorchScript exporter into a simplified graph."""
     onnx = require("onnx", "onnx")
     from ffedge.export.fold import fold_dcn_batchnorm
+    from ffedge.export.passes import current_level, optimize_module, optimize_onnx
 
+    level = current_level() if options.optimize is None else options.optimize
+    model = optimize_module(model.eval(), level)  # level 0: the model itself
     model, _ = fold_dcn_batchnorm(model.eval())
     dcn = has_dcn(model)
     opset = options.resolved_opset(dcn)
@@ -102,6 +106,7 @@ def trace_to_onnx(model: torch.nn.Module, input_size: tuple[int, int], options: 
     simplifier = "none"
     if options.simplify:
         proto, simplifier = simplify(proto)
+    proto = optimize_onnx(proto, level)  # level 0: unchanged
     check(proto)
     return OnnxGraph(proto, opset, simplifier, node_histogram(proto))
 

@@ -49,6 +49,7 @@ class ExportRequest:
     fallback: bool = True  # search the fewest float layers when the INT8 gate fails
     threads: int | None = None
     module: Any = None  # a user's nn.Module (with .spec) instead of a zoo model
+    optimize: int = 0  # graph passes level for every traced graph (ffedge.export.passes)
 
 
 @dataclass
@@ -159,7 +160,10 @@ def export(target: str | TargetRecord, request: ExportRequest) -> ExportReport:
     t0 = time.perf_counter()
     _check_request(record, impl, request)
     out = _output_path(record, impl, request)
-    with tempfile.TemporaryDirectory(prefix=f"ffedge-{record.name}-") as tmp:
+    from ffedge.export.passes import optimize_level
+
+    with optimize_level(request.optimize), \
+            tempfile.TemporaryDirectory(prefix=f"ffedge-{record.name}-") as tmp:
         ctx = _context(record, request, Path(tmp))
         impl.prepare(ctx)
         if request.precision == "int8":

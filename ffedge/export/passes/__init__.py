@@ -15,8 +15,10 @@ Levels: 0 = the graph as traced (byte for byte what export produced before passe
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -26,6 +28,24 @@ DEFAULT_LEVEL = 1
 PROBE_SIZE = 64
 #: A pass must reproduce the model before it within this (relative to output magnitude).
 PROBE_RTOL = 1e-5
+_LEVEL: contextvars.ContextVar[int] = contextvars.ContextVar("ffedge_optimize", default=0)
+
+
+@contextlib.contextmanager
+def optimize_level(level: int) -> Iterator[None]:
+    """The level every ``trace_to_onnx`` without an explicit ``OnnxOptions.optimize`` uses
+    inside this block (the export pipeline sets it from ``ExportRequest.optimize``)."""
+    if level not in OPTIMIZE_LEVELS:
+        raise ValueError(f"optimize level must be one of {OPTIMIZE_LEVELS}, not {level}")
+    token = _LEVEL.set(level)
+    try:
+        yield
+    finally:
+        _LEVEL.reset(token)
+
+
+def current_level() -> int:
+    return _LEVEL.get()
 
 
 def _outputs(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -117,4 +137,5 @@ def optimize_onnx(proto, level: int = DEFAULT_LEVEL):
     return out
 
 
-__all__ = ["DEFAULT_LEVEL", "OPTIMIZE_LEVELS", "optimize_module", "optimize_onnx"]
+__all__ = ["DEFAULT_LEVEL", "OPTIMIZE_LEVELS", "current_level", "optimize_level", "optimize_module",
+           "optimize_onnx"]
