@@ -321,7 +321,7 @@ def test_ssh_run_end_to_end(sshd, small_onnx, tmp_path, capsys):
     # the same result shape as a local run
     assert set(r) == {"runtime", "artifact", "model", "precision", "size_bytes", "input_size",
                       "threads", "load_s", "latency_ms", "end_to_end_ms", "rss_mb", "peak_rss_mb",
-                      "faces_per_image", "parity"}
+                      "faces_per_image", "parity", "delegates"}
     assert set(r["latency_ms"]) == LATENCY_FIELDS and r["latency_ms"]["iterations"] == 3
     assert r["runtime"] == "onnxruntime" and r["input_size"] == [160, 160] and r["threads"] == 1
     assert r["parity"]["detections"]["f1"] > 0.95  # the device ran the parity check too
