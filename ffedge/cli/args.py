@@ -78,28 +78,50 @@ def calibration(args: argparse.Namespace):
                        args.cache_dir)
 
 
+_WARNED_RANDOM: set[str] = set()
+
+
+def warn_random(what: str, why: str) -> None:
+    """The random-weights warning, once per model (or artifact) per process."""
+    if what in _WARNED_RANDOM:
+        return
+    _WARNED_RANDOM.add(what)
+    print(f"warning: {what} runs with RANDOM weights ({why}): its detections mean nothing",
+          file=sys.stderr)
+
+
 def resolve_checkpoint(args: argparse.Namespace, quiet: bool = False) -> Path | None:
-    """--checkpoint, else the bundled weights of --model (said on stderr), else None."""
+    """--checkpoint, else the bundled weights of --model, else None (random weights).
+
+    ``quiet`` hides the "using the bundled weights" note; the random-weights warning is
+    always shown (once per model)."""
     if getattr(args, "checkpoint", None) is not None:
         return args.checkpoint
     if getattr(args, "random_init", False) or not getattr(args, "model", None):
-        if not quiet and getattr(args, "model", None):
-            print(f"warning: {args.model} runs with RANDOM weights (--random-init): its "
-                  "detections mean nothing", file=sys.stderr)
+        if getattr(args, "model", None):
+            warn_random(args.model, "--random-init")
         return None
     from ffedge.models.registry import get_entry
     from ffedge.weights import bundled_checkpoint
 
     get_entry(args.model)  # an unknown name fails here, before any note
     ckpt = bundled_checkpoint(args.model)
-    if not quiet:
-        if ckpt is not None:
-            print(f"using the bundled {args.model} weights ({ckpt.name})", file=sys.stderr)
-        else:
-            print(f"warning: no trained weights exist for {args.model}; it runs with RANDOM "
-                  "weights and its detections mean nothing (pass --checkpoint PATH)",
-                  file=sys.stderr)
+    if ckpt is None:
+        warn_random(args.model, "no trained weights exist for it; pass --checkpoint PATH")
+    elif not quiet:
+        print(f"using the bundled {args.model} weights ({ckpt.name})", file=sys.stderr)
     return ckpt
+
+
+def warn_if_random_artifact(runner) -> None:
+    """An artifact of a zoo model exported without a checkpoint file ran random weights."""
+    from ffedge.specs import MODEL_SPECS
+
+    meta = runner.info.extra.get("metadata")
+    if (meta is not None and getattr(meta, "precision", "unknown") != "unknown"
+            and not getattr(meta, "checkpoint_sha256", "") and meta.model in MODEL_SPECS):
+        name = runner.info.path.name if runner.info.path else meta.model
+        warn_random(name, f"exported from the seeded random init of {meta.model}")
 
 
 def available_memory() -> int:
@@ -114,14 +136,18 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_input_memory(height: int, width: int, flag: str, factor: float = 1.0) -> None:
-    """Refuse, up front, a size whose inference would not fit in memory."""
+def check_input_memory(height: int, width: int, flag: str, factor: float = 1.0,
+                       what: str | None = None, fix: str | None = None) -> None:
+    """Refuse, up front, a size whose inference would not fit in memory. ``what`` names the
+    input (default "FLAG HxW"); ``fix`` is the hint, with ``{side}`` the largest square that
+    fits (default "use FLAG {side} or less")."""
     need = height * width * BYTES_PER_PIXEL * factor
     have = available_memory()
     if need > have * MEMORY_SHARE:
         side = int((have * MEMORY_SHARE / (BYTES_PER_PIXEL * factor)) ** 0.5) // 32 * 32
-        raise FFEdgeError(f"{flag} {height}x{width} needs ~{need / 2**30:.1f} GiB; this machine "
-                          f"has {have / 2**30:.1f} GiB available: use {flag} {side} or less")
+        hint = (fix or f"use {flag} {{side}} or less").format(side=side)
+        raise FFEdgeError(f"{what or f'{flag} {height}x{width}'} needs ~{need / 2**30:.1f} GiB; "
+                          f"this machine has {have / 2**30:.1f} GiB available: {hint}")
 
 
 def imgsz(args: argparse.Namespace, factor: float = 1.0) -> tuple[int, int] | None:

@@ -70,15 +70,41 @@ def reference_checkpoint(args: argparse.Namespace, runner) -> tuple[Path | None,
     return None, "pass --checkpoint with the weights the artifact was exported from"
 
 
+def check_counts(args: argparse.Namespace) -> None:
+    """Refuse counts that cannot give a measurement, before any runner is built."""
+    if args.iterations < 1:
+        raise FFEdgeError(f"--iterations {args.iterations}: at least 1 timed run is needed "
+                          "(default 20)")
+    if args.warmup < 0:
+        raise FFEdgeError(f"--warmup {args.warmup}: use 0 or more (default 3)")
+    if args.threads is not None and args.threads < 1:
+        raise FFEdgeError(f"--threads {args.threads}: use 1 or more (default 2)")
+
+
 def make_runner(runtime: str | None, artifact: Path | None, args, workdir: Path):
-    return runner_from_args(args, workdir, runtime or None, artifact, imgsz(args),
-                            quiet_weights=artifact is not None or runtime not in (None, "torch"))
+    from ffedge.cli.args import warn_if_random_artifact
+    from ffedge.progress import log
+
+    check_counts(args)
+    if artifact is None and runtime not in (None, "torch"):
+        log(f"exporting {args.model} for {runtime} ...")
+    runner = runner_from_args(args, workdir, runtime or None, artifact, imgsz(args),
+                              quiet_weights=artifact is not None or runtime not in (None, "torch"))
+    if artifact is not None:  # built on the fly: resolve_checkpoint has already said so
+        warn_if_random_artifact(runner)
+    return runner
 
 
 def torch_reference(args, runner):
     from ffedge.runtimes.torch_runner import TorchRunner
 
     if runner.runtime == "torch" or args.no_parity:
+        return None
+    from ffedge.specs import MODEL_SPECS
+
+    if runner.info.model not in MODEL_SPECS:  # a --model-def export: its code is the user's
+        print(f"note: parity skipped: {runner.info.model} is not a zoo model (its export was "
+              "verified against its own torch code)", file=sys.stderr)
         return None
     ckpt, why = reference_checkpoint(args, runner)
     if why:
@@ -110,12 +136,20 @@ def emit(results, args) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ffedge.cli.bench_device import run_on_device
+    from ffedge.cli.verbosity import quiet_unless_verbose
 
-    return run_on_device(args, run_here)  # --device/--host: here, over SSH, or over adb
+    check_counts(args)
+
+    def quiet_run_here(a: argparse.Namespace) -> int:
+        with quiet_unless_verbose(a.verbose):  # runtime/converter chatter only with --verbose
+            return run_here(a)
+
+    return run_on_device(args, quiet_run_here)  # --device/--host: here, over SSH, or over adb
 
 
 def run_here(args: argparse.Namespace) -> int:
     from ffedge.benchmarks.bench import benchmark
+    from ffedge.progress import log
 
     if args.artifact is None and not args.model:
         raise FFEdgeError("give --model NAME or --artifact PATH")
@@ -123,6 +157,8 @@ def run_here(args: argparse.Namespace) -> int:
         runner = make_runner(args.runtime, args.artifact, args, Path(tmp))
         images = load_images(args.images, runner.spec.input_size)
         ref = torch_reference(args, runner)
+        log(f"benchmarking {runner.describe()}: {args.warmup} warmup + {args.iterations} timed "
+            f"runs, model then end to end{', then parity vs torch' if ref else ''} ...")
         result = benchmark(runner, images, args.warmup, args.iterations, reference=ref)
         if getattr(args, "profile", False):
             from ffedge.benchmarks.profile import profile_runner

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ffedge.models import create_model
     from ffedge.models.dcn import has_dcn as model_has_dcn
 
-    has_dcn = model_has_dcn(create_model(args.model))
+    has_dcn = model_has_dcn(create_model(args.model, pretrained=False))  # architecture only
     cands = candidates(args.runtimes, args.precisions, sizes, has_dcn, args.dcn)
     out = args.json or Path(f"sweep_{args.model}.json")
     cfg = SweepConfig(args.model, args.images, out, resolve_checkpoint(args), cands,

@@ -20,6 +20,7 @@ from ffedge.errors import FFEdgeError
 from ffedge.spec import DECODE, SIZE_DIVISOR
 
 EXIT_SOME_FAILED = 1
+SLOW_PIXELS = 4_000_000  # V1 on 2 CPU threads: ~1-2 s per 4 MP; larger ones get a line first
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,12 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print detections as JSON (to OUT_DIR/detections.json with -o)")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--verbose", action="store_true",
+                   help="show third-party runtime output")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ffedge.cli.verbosity import quiet_unless_verbose
+
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    return guarded(lambda: run(args))
+
+    def quiet_run() -> int:
+        with quiet_unless_verbose(args.verbose):
+            return run(args)
+
+    return guarded(quiet_run)
 
 
 def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -67,23 +77,45 @@ def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
         raise FFEdgeError(f"--threshold {args.threshold}: a score between 0 and 1 is needed")
     if not 0.0 <= args.nms <= 1.0:
         raise FFEdgeError(f"--nms {args.nms}: an IoU between 0 and 1 is needed")
+    if args.output is not None and args.output.exists() and not args.output.is_dir():
+        raise FFEdgeError(f"-o {args.output} is an existing file; -o takes a folder "
+                          "(OUT_DIR, created if missing): pass another path")
     if args.size is None:
         return None
     if args.size <= 0 or args.size % SIZE_DIVISOR:
         raise FFEdgeError(f"--size {args.size}: a positive multiple of {SIZE_DIVISOR} is needed")
+    from ffedge.cli.args import check_input_memory
+
+    check_input_memory(args.size, args.size, "--size", what=f"--size {args.size}")
     return args.size, args.size
 
 
+def _check_original_size(path: Path, image, index: int, total: int) -> None:
+    """--original-size: refuse a photo too large for memory; say so before a slow one."""
+    from ffedge.cli.args import check_input_memory
+    from ffedge.progress import log
+
+    h, w = image.shape[:2]
+    ph, pw = -(-h // SIZE_DIVISOR) * SIZE_DIVISOR, -(-w // SIZE_DIVISOR) * SIZE_DIVISOR
+    check_input_memory(ph, pw, "--original-size",
+                       what=f"{path.name} at its original size ({pw}x{ph}, --original-size)",
+                       fix="use --size {side} or less (letterboxed) instead of --original-size")
+    if ph * pw >= SLOW_PIXELS:
+        counter = f"[{index}/{total}] " if total > 1 else ""
+        log(f"{counter}{path.name}: running at {pw}x{ph} ({ph * pw / 1e6:.1f} MP) ...")
+
+
 def _load(args: argparse.Namespace, size: tuple[int, int] | None):
+    from ffedge.cli.args import resolve_checkpoint, warn_if_random_artifact
     from ffedge.runtimes import load_runner
 
     checkpoint = None
     if args.artifact is None:
-        from ffedge.cli.args import resolve_checkpoint
-
         checkpoint = resolve_checkpoint(args, quiet=False)
     runner = load_runner(runtime=args.runtime, artifact=args.artifact, model=args.model,
                          checkpoint=checkpoint, input_size=size, threads=args.threads)
+    if args.artifact is not None:
+        warn_if_random_artifact(runner)
     return runner.activate()  # a bad checkpoint fails here, once, before any image
 
 
@@ -109,9 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     size = _check_args(args)
     runner = _load(args, size)
-    out_dir: Path | None = args.output
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir: Path | None = args.output  # created at the first write: a refusal leaves nothing
     lines_to_stdout = not (args.json and out_dir is None)
     mode = "original" if args.original_size else None
 
@@ -119,17 +149,20 @@ def run(args: argparse.Namespace) -> int:
     errors: list[dict[str, str]] = []
     used: set[Path] = set()
     inputs = {p.resolve() for p in args.images}
-    for path in args.images:
+    for index, path in enumerate(args.images, 1):
         try:
             image = read_image(path)
         except FFEdgeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             errors.append({"image": str(path), "error": str(exc)})
             continue
+        if args.original_size:
+            _check_original_size(path, image, index, len(args.images))
         dets = detect_image(runner, image, score_threshold=args.threshold,
                             nms_threshold=args.nms, size=size, mode=mode)
         entry: dict[str, Any] = {"image": str(path), **dets.to_dict()}
         if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
             target = _output_path(out_dir, path, used, inputs)
             if not cv2.imwrite(str(target), draw_detections(image, dets)):
                 msg = f"cannot write {target}"
@@ -155,7 +188,10 @@ def run(args: argparse.Namespace) -> int:
         }
         text = json.dumps(doc, indent=1)
         if out_dir is not None:
-            (out_dir / "detections.json").write_text(text + "\n")
+            from ffedge.artifact.atomic import write_bytes_atomic
+
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(out_dir / "detections.json", (text + "\n").encode())
         else:
             print(text)
     return EXIT_SOME_FAILED if errors else 0

@@ -67,7 +67,7 @@ class ExportCommand:
             min_f1=getattr(args, "min_f1", None),
             fallback=not getattr(args, "no_fallback", False), threads=args.threads,
             optimize=args.optimize)
-        with quiet_unless_verbose(args.verbose):
+        with quiet_unless_verbose(args.verbose, stdout=True):  # NNCF draws bars on stdout
             report = export(self.record, request)
         print(report.summary())
         return 0

@@ -17,9 +17,12 @@ def verbose_requested(flag: bool = False) -> bool:
 
 
 @contextlib.contextmanager
-def quiet_unless_verbose(verbose: bool = False) -> Iterator[None]:
+def quiet_unless_verbose(verbose: bool = False, stdout: bool = False) -> Iterator[None]:
     """Silence Python warnings, library loggers and, when stderr is the process's fd 2,
-    everything C/C++ code writes there; our own lines (``sys.stderr``) still show."""
+    everything C/C++ code writes there; our own lines (``sys.stderr``) still show.
+
+    ``stdout``: also hide what Python code prints to ``sys.stdout`` inside the block (NNCF's
+    rich progress bars) -- for blocks whose own results are printed after it (exports)."""
     if verbose_requested(verbose):
         os.environ["FFEDGE_VERBOSE"] = "1"
         yield
@@ -30,12 +33,21 @@ def quiet_unless_verbose(verbose: bool = False) -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
-    with warnings.catch_warnings(), _native_stderr_hidden():
+    with warnings.catch_warnings(), _native_stderr_hidden(), _python_stdout_hidden(stdout):
         warnings.simplefilter("ignore")
         try:
             yield
         finally:
             root.setLevel(level)
+
+
+@contextlib.contextmanager
+def _python_stdout_hidden(hide: bool) -> Iterator[None]:
+    if not hide:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 @contextlib.contextmanager

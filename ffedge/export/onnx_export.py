@@ -16,7 +16,46 @@ from ffedge.export.wrapper import DeployWrapper
 from ffedge.models.dcn import has_dcn, set_dcn_lowering
 
 NATIVE_DCN_MIN_OPSET = 19
+GRIDSAMPLE_DCN_MIN_OPSET = 16  # ONNX GridSample
+# Measured with torch 2.13's TorchScript exporter: opsets 7-8 cannot export the FPN's
+# nearest upsampling to a computed size; opset 24+ is refused ("Unsupported onnx_opset_version").
+MIN_OPSET = 9
 DEFAULT_OPSET = 17
+
+
+def max_opset() -> int:
+    """The highest opset both torch's exporter and the installed onnx know."""
+    try:
+        from torch.onnx import _constants
+
+        top = int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        top = 20
+    try:
+        import onnx
+
+        top = min(top, int(onnx.defs.onnx_opset_version()))
+    except ImportError:
+        pass
+    return top
+
+
+def check_opset(opset: int, model_has_dcn: bool, dcn: str) -> None:
+    """Refuse an opset the exporter or the model's ops cannot use, before any tracing."""
+    top = max_opset()
+    if not MIN_OPSET <= opset <= top:
+        raise FFEdgeError(f"--opset {opset}: torch's ONNX exporter here writes opsets "
+                          f"{MIN_OPSET}-{top}; use one of those (default {DEFAULT_OPSET}, "
+                          f"{NATIVE_DCN_MIN_OPSET} with native DeformConv)")
+    if model_has_dcn and dcn == "native" and opset < NATIVE_DCN_MIN_OPSET:
+        raise FFEdgeError(
+            f"--opset {opset} is too low for --dcn native (ONNX DeformConv needs "
+            f"opset >= {NATIVE_DCN_MIN_OPSET}); raise it or use --dcn gridsample"
+        )
+    if model_has_dcn and dcn == "gridsample" and opset < GRIDSAMPLE_DCN_MIN_OPSET:
+        raise FFEdgeError(f"--opset {opset} is too low for --dcn gridsample (ONNX GridSample "
+                          f"needs opset >= {GRIDSAMPLE_DCN_MIN_OPSET}); use --opset "
+                          f"{GRIDSAMPLE_DCN_MIN_OPSET} or higher")
 
 
 @dataclass(frozen=True)
@@ -30,13 +69,13 @@ class OnnxOptions:
     dcn: str = "native"  # "native" (ONNX DeformConv) or "gridsample"
     optimize: int | None = None  # graph passes (ffedge.export.passes); None: the pipeline's level
 
+    def __post_init__(self) -> None:
+        if self.opset is not None:  # the range is model-independent: refuse it up front
+            check_opset(self.opset, False, self.dcn)
+
     def resolved_opset(self, model_has_dcn: bool) -> int:
         if self.opset is not None:
-            if model_has_dcn and self.dcn == "native" and self.opset < NATIVE_DCN_MIN_OPSET:
-                raise FFEdgeError(
-                    f"--opset {self.opset} is too low for --dcn native (ONNX DeformConv needs "
-                    f"opset >= {NATIVE_DCN_MIN_OPSET}); raise it or use --dcn gridsample"
-                )
+            check_opset(self.opset, model_has_dcn, self.dcn)
             return self.opset
         if model_has_dcn and self.dcn == "native":
             return NATIVE_DCN_MIN_OPSET

@@ -213,8 +213,9 @@ def _context(record: TargetRecord, request: ExportRequest, tmp: Path) -> ExportC
     if net is None:
         from ffedge.models import create_model
 
+        # checkpoint None means the seeded random init here (the CLI resolves bundled weights)
         net = create_model(request.model, checkpoint=request.checkpoint,
-                           input_size=request.input_size)
+                           input_size=request.input_size, pretrained=False)
     ckpt = request.checkpoint
     trained = ckpt is not None or bool(getattr(net, "trained", False))
     sha = file_sha256(ckpt) if isinstance(ckpt, (str, Path)) else ""

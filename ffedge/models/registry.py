@@ -61,21 +61,35 @@ def get_spec(name: str) -> DeploymentSpec:
     return get_entry(name).spec
 
 
+_WARNED_RANDOM: set[str] = set()
+
+
+class RandomWeightsWarning(UserWarning):
+    """A zoo model was built with random weights (no checkpoint given, none bundled)."""
+
+
 def create_model(
     name: str,
     checkpoint: str | Path | dict | None = None,
     input_size: tuple[int, int] | None = None,
+    pretrained: bool = True,
     **overrides,
 ):
     """Build model ``name`` in eval mode, loading ``checkpoint`` strictly if given.
 
-    ``checkpoint`` may be a path or an already-read state_dict. ``input_size`` (H, W)
-    changes the deployment spec's export size; the module itself accepts any size
-    divisible by 32.
+    ``checkpoint`` may be a path or an already-read state_dict. Without one, ``pretrained``
+    (the default) loads the bundled trained weights when the model has them (v1, v2_ca,
+    eca_cbam), as the CLI does; a model without bundled weights (nano_b, v2_ultra) gets the
+    seeded random init and a :class:`RandomWeightsWarning` (once per model and process).
+    ``pretrained=False`` asks for the random init explicitly, silently. ``input_size``
+    (H, W) changes the deployment spec's export size; the module itself accepts any size
+    divisible by 32. The result's ``trained`` attribute says whether weights were loaded.
     """
     from ffedge.models.checkpoint import load_strict, read_state_dict, unwrap_state_dict
 
     entry = get_entry(name)
+    if checkpoint is None and pretrained:
+        checkpoint = _bundled_or_warn(name)
     spec = entry.spec if input_size is None else entry.spec.with_input_size(*input_size)
     state_dict = None
     source = "checkpoint"
@@ -98,4 +112,20 @@ def create_model(
     if state_dict is not None:
         load_strict(model, state_dict, name, source)
     model.spec = replace(spec)
+    model.trained = state_dict is not None
     return model.eval()
+
+
+def _bundled_or_warn(name: str) -> Path | None:
+    from ffedge.weights import bundled_checkpoint
+
+    ckpt = bundled_checkpoint(name)
+    if ckpt is None and name not in _WARNED_RANDOM:
+        _WARNED_RANDOM.add(name)
+        import warnings
+
+        warnings.warn(f"{name} has no trained weights: it is built with RANDOM weights and its "
+                      "detections mean nothing (pass checkpoint=PATH, or pretrained=False to "
+                      "ask for random weights without this warning)",
+                      RandomWeightsWarning, stacklevel=3)
+    return ckpt

@@ -19,6 +19,9 @@ def _info_from_model(path: Path, model_name: str | None,
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf decode errors have many types
         raise FFEdgeError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+    if not proto.graph.node or not proto.graph.input:  # an empty file parses as an empty model
+        raise FFEdgeError(f"{path} holds no ONNX graph (empty or truncated file); export it "
+                          "again with `ffexport onnx`")
     meta = ArtifactMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     inp = proto.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
@@ -31,7 +34,29 @@ def _info_from_model(path: Path, model_name: str | None,
         from ffedge.specs import spec_for
 
         meta = ArtifactMetadata(model=model_name, spec=spec_for(model_name), precision="unknown")
-    return info_for(meta, path, dims, input_size, opset=proto.opset_import[0].version)
+        _check_detector_outputs(path, proto, model_name)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return info_for(meta, path, dims, input_size, opset=opset)
+
+
+def _check_detector_outputs(path: Path, proto, model_name: str) -> None:
+    """A file without our metadata must at least look like a detector: one 4-D input and
+    three outputs ending in 4 (boxes), 2 (scores) and 10 (landmarks) values per prior."""
+    inputs = [i for i in proto.graph.input
+              if i.name not in {t.name for t in proto.graph.initializer}]
+    last = []
+    for out in proto.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        last.append(dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None)
+    rank = len(inputs[0].type.tensor_type.shape.dim) if inputs else 0
+    if len(inputs) != 1 or rank != 4 or sorted(x or 0 for x in last) not in ([2, 4, 10],
+                                                                            [0, 0, 0]):
+        raise FFEdgeError(
+            f"{path.name} is not a {model_name} detector: it has {len(inputs)} input(s) and "
+            f"{len(last)} output(s) (a FeatherFace export has one 4-D image input and three "
+            "outputs: boxes x4, scores x2, landmarks x10 per prior); pass the artifact "
+            "`ffexport` wrote, or the right --model"
+        )
 
 
 class OnnxRuntimeRunner(Runner):

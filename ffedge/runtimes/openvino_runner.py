@@ -99,8 +99,12 @@ class OpenVinoRunner(Runner):
         try:
             self.model = self.core.read_model(str(p))
         except RuntimeError as exc:
-            raise FFEdgeError(f"{p.name} is not a readable OpenVINO IR: "
-                              f"{str(exc).splitlines()[0][:160]}") from None
+            # OpenVINO's first lines are "Exception from <source file>": show the reason
+            lines = [ln for ln in str(exc).splitlines()
+                     if ln.strip() and not ln.startswith("Exception from")]
+            why = (lines[0] if lines else str(exc)).split(" Please check")[0]
+            raise FFEdgeError(f"{p.name} is not a readable OpenVINO IR ({why[:160]}); export "
+                              "one with `ffexport openvino`") from None
         super().__init__(_info_from_ir(p, self.model, model_name, input_size), threads)
         self.config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:

@@ -14,6 +14,7 @@ integer I/O or decode-in-graph outputs; the runner hides both so every caller st
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,19 @@ from ffedge.artifact.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata,
 from ffedge.errors import FFEdgeError, require
 from ffedge.runtimes.base import ArtifactInfo, Outputs, Runner
 
+TFLITE_IDENTIFIER = b"TFL3"  # the schema's file_identifier, bytes 4-8 of every .tflite
+
 
 def _info(path: Path, model_name: str | None, input_size: tuple[int, int] | None) -> ArtifactInfo:
     data = path.read_bytes()
-    props = read_tflite(data)
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        raise FFEdgeError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER.decode()} "
+                          "identifier: empty, truncated or another format); export one with "
+                          "`ffexport tflite`")
+    try:
+        props = read_tflite(data)
+    except struct.error:  # offsets pointing past the end: a damaged flatbuffer
+        raise FFEdgeError(f"{path} is not a readable TFLite model (damaged)") from None
     meta = ArtifactMetadata.from_props(props) if props else None
     if meta is None:
         meta = read_sidecar(path)
@@ -45,7 +55,7 @@ def _info(path: Path, model_name: str | None, input_size: tuple[int, int] | None
     try:
         graph = fb.Model.GetRootAs(data, 0).Subgraphs(0)
         shape = graph.Tensors(graph.Inputs(0)).ShapeAsNumpy().tolist()
-    except (ValueError, IndexError, AttributeError):
+    except (ValueError, IndexError, AttributeError, struct.error):
         raise FFEdgeError(f"{path} is not a readable TFLite model") from None
     layout = "NHWC" if len(shape) == 4 and shape[3] == 3 else "NCHW"
     fixed = (int(shape[1]), int(shape[2])) if layout == "NHWC" else (int(shape[2]), int(shape[3]))

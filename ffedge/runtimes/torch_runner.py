@@ -33,8 +33,9 @@ class TorchRunner(Runner):
         if self.module is None:
             from ffedge.models import create_model
 
+            # checkpoint None: the seeded random init (callers resolve bundled weights)
             self.module = create_model(self.info.model, checkpoint=self.checkpoint,
-                                       input_size=self.info.spec.input_size)
+                                       input_size=self.info.spec.input_size, pretrained=False)
         self.module.eval()
 
     def _infer(self, batch: np.ndarray) -> Outputs:
