@@ -42,8 +42,24 @@ MODEL_SPECS: dict[str, DeploymentSpec] = {
 }
 
 
+#: Specs of models defined outside the zoo (``ffexport --model-def``, ``ExportRequest.module``),
+#: registered for this process by the export pipeline so runners can read its un-stamped
+#: candidates by name. Artifacts carry their spec in metadata; nothing else needs these.
+USER_SPECS: dict[str, DeploymentSpec] = {}
+
+
+def register_spec(model: str, spec: DeploymentSpec) -> None:
+    """Let :func:`spec_for` answer ``spec`` for a user's ``model`` in this process."""
+    if model in MODEL_SPECS:
+        raise FFEdgeError(f"{model!r} is a zoo model's name; name your model otherwise")
+    USER_SPECS[model] = spec
+
+
 def spec_for(model: str) -> DeploymentSpec:
-    """The zoo spec of ``model`` (no torch needed)."""
+    """The zoo spec of ``model`` (no torch needed), else one registered by
+    :func:`register_spec` in this process."""
+    if model in USER_SPECS and model not in MODEL_SPECS:
+        return USER_SPECS[model]
     if model not in MODEL_SPECS:
         raise FFEdgeError(f"unknown model {model!r}; choose one of: {', '.join(sorted(MODEL_SPECS))}")
     return MODEL_SPECS[model]

@@ -35,6 +35,39 @@ def add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> N
                    help="show third-party converter/runtime output")
 
 
+def add_model_def_args(p: argparse.ArgumentParser) -> None:
+    """Bring your own model (``ffexport``): a detector defined in any Python file."""
+    g = p.add_argument_group("bring your own model (instead of --model; docs/models.md)")
+    g.add_argument("--model-def", default=None, metavar="FILE.py:FACTORY",
+                   help="a RetinaFace-style nn.Module built by FACTORY() (or "
+                        "FACTORY(state_dict=...)) in FILE.py; --checkpoint is loaded strictly")
+    g.add_argument("--model-name", default=None,
+                   help="name in the artifact's metadata (default: the factory's name)")
+    g.add_argument("--spec", default=None, metavar="JSON|ZOO_MODEL",
+                   help="deployment spec: a JSON file of fields, or a zoo model whose spec "
+                        "to use (default: the module's .spec, else RetinaFace's)")
+    g.add_argument("--scores", choices=("logits", "probabilities"), default=None,
+                   help="what the model's class output is (default logits: ffedge appends "
+                        "the softmax)")
+
+
+def user_model(args: argparse.Namespace):
+    """The model ``--model-def`` names, built and loaded (None without the flag)."""
+    if getattr(args, "model_def", None) is None:
+        for flag in ("model_name", "spec", "scores"):
+            if getattr(args, flag, None) is not None:
+                raise FFEdgeError(f"--{flag.replace('_', '-')} goes with --model-def")
+        if not getattr(args, "model", None):
+            raise FFEdgeError("give --model NAME or --model-def FILE.py:FACTORY")
+        return None
+    if getattr(args, "model", None):
+        raise FFEdgeError("give --model NAME or --model-def FILE.py:FACTORY, not both")
+    from ffedge.models.user import load_model_def
+
+    return load_model_def(args.model_def, args.checkpoint, args.spec, args.model_name,
+                          args.scores)
+
+
 def add_runner_args(p: argparse.ArgumentParser) -> None:
     """``--runtime`` / ``--artifact`` with the choices read from the target registry."""
     from ffedge.artifact.targets import help_line

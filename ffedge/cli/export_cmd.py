@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ffedge.artifact.targets import TargetRecord
-from ffedge.cli.args import add_model_args, add_quant_args, calibration, imgsz, resolve_checkpoint
+from ffedge.cli.args import (
+    add_model_args,
+    add_model_def_args,
+    add_quant_args,
+    calibration,
+    imgsz,
+    resolve_checkpoint,
+    user_model,
+)
 from ffedge.cli.verbosity import quiet_unless_verbose
 
 EXPORT_MEMORY_FACTOR = 3.0  # tracing and converters hold several copies of activations
@@ -32,7 +40,8 @@ class ExportCommand:
         return importlib.import_module(self.record.cli) if self.record.cli else None
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        add_model_args(p)
+        add_model_args(p, model_required=False)
+        add_model_def_args(p)
         if self.precision is None and len(self.record.precisions) > 1:
             p.add_argument("--precision", choices=self.record.precisions,
                            default=self.record.precisions[0],
@@ -60,13 +69,14 @@ class ExportCommand:
         precision = self.precision or getattr(args, "precision", self.record.precisions[0])
         cli = self._target_cli()
         options = cli.options(args, precision) if cli is not None else None
+        net = user_model(args)  # --model-def: built and checkpoint-loaded here
         request = ExportRequest(
-            args.model, resolve_checkpoint(args), args.output,
-            imgsz(args, EXPORT_MEMORY_FACTOR), precision, options, verify=not args.no_verify,
-            verify_images=args.verify_images, calibration=calibration(args),
-            min_f1=getattr(args, "min_f1", None),
+            net.model_name if net is not None else args.model, resolve_checkpoint(args),
+            args.output, imgsz(args, EXPORT_MEMORY_FACTOR), precision, options,
+            verify=not args.no_verify, verify_images=args.verify_images,
+            calibration=calibration(args), min_f1=getattr(args, "min_f1", None),
             fallback=not getattr(args, "no_fallback", False), threads=args.threads,
-            optimize=args.optimize)
+            optimize=args.optimize, module=net)
         with quiet_unless_verbose(args.verbose, stdout=True):  # NNCF draws bars on stdout
             report = export(self.record, request)
         print(report.summary())

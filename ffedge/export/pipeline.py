@@ -10,9 +10,10 @@ the result and which files it writes. Tolerances come from :mod:`ffedge.export.t
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,7 @@ def export(target: str | TargetRecord, request: ExportRequest) -> ExportReport:
     out = _output_path(record, impl, request)
     from ffedge.export.passes import optimize_level
 
-    with optimize_level(request.optimize), \
+    with optimize_level(request.optimize), _user_model_errors(record, request), \
             tempfile.TemporaryDirectory(prefix=f"ffedge-{record.name}-") as tmp:
         ctx = _context(record, request, Path(tmp))
         impl.prepare(ctx)
@@ -185,6 +186,24 @@ def export(target: str | TargetRecord, request: ExportRequest) -> ExportReport:
             excluded=ctx.state.get("excluded", []), trials=ctx.state.get("trials", 0))
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@contextlib.contextmanager
+def _user_model_errors(record: TargetRecord, request: ExportRequest) -> Iterator[None]:
+    """A user's module (``request.module``) can fail tracing or a converter in ways no zoo
+    model does: say so in one line instead of a converter's traceback."""
+    if request.module is None:
+        yield
+        return
+    try:
+        yield
+    except FFEdgeError:
+        raise
+    except Exception as exc:  # torch's exporter and the converters raise many types
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise FFEdgeError(f"{record.name} export of {request.model} failed: "
+                          f"{type(exc).__name__}: {first} (its ops must trace to "
+                          f"{record.name}; docs/models.md, 'Bring your own model')") from None
 
 
 def _check_request(record: TargetRecord, impl: Target, request: ExportRequest) -> None:
@@ -216,10 +235,18 @@ def _context(record: TargetRecord, request: ExportRequest, tmp: Path) -> ExportC
         # checkpoint None means the seeded random init here (the CLI resolves bundled weights)
         net = create_model(request.model, checkpoint=request.checkpoint,
                            input_size=request.input_size, pretrained=False)
+    else:  # a user's model: wrapped, sized, outputs checked; candidates read its spec by name
+        from ffedge.models.user import prepare_user_model
+        from ffedge.specs import register_spec
+
+        net = prepare_user_model(net, request.model, request.input_size)
+        register_spec(request.model, net.spec)
     ckpt = request.checkpoint
     trained = ckpt is not None or bool(getattr(net, "trained", False))
     sha = file_sha256(ckpt) if isinstance(ckpt, (str, Path)) else ""
     ctx = ExportContext(request, record, net, net.spec, tmp, trained, sha)
+    if getattr(net, "spec_note", ""):
+        ctx.notes.append(net.spec_note)
     if not trained:
         ctx.notes.append("random weights (no trained checkpoint): detections reported, not "
                          "gated; raw outputs checked")

@@ -43,5 +43,7 @@ class TorchRunner(Runner):
 
         with torch.inference_mode():
             boxes, logits, landmarks = self.module(torch.from_numpy(batch))
-            scores = torch.softmax(logits, dim=-1)
+            # a user's model may emit probabilities already (ffedge.models.user)
+            emits = getattr(self.module, "emits_scores", False)
+            scores = logits if emits else torch.softmax(logits, dim=-1)
         return boxes.numpy(), scores.numpy(), landmarks.numpy()
