@@ -316,7 +316,11 @@ def _fallback(impl: Target, ctx: ExportContext, plan: CalibrationPlan, batches, 
     probe = CalibrationDataset(plan.calib_files[:PROBE_CALIB], ctx.spec,
                                cache_dir=ctx.request.calibration.cache_dir, progress=False)
 
+    trial = [0]
+
     def build(excluded: list[str]) -> Runner:
+        trial[0] += 1  # each trial quantises and runs the probe set: seconds each, so counted
+        log(f"  fallback trial {trial[0]}: {len(excluded)} of {len(names)} nodes kept in float")
         return impl.runner(ctx, impl.quantise(ctx, probe, excluded))
 
     strategy = FALLBACK[ctx.state.get("fallback_strategy", "search")]
