@@ -104,3 +104,34 @@ def test_auto_fallback_rescues_a_built_failure(tmp_path, outlier_v1, shared_imag
     # the fewest needed: far from everything in float
     proto = onnx.load(str(report.path))
     assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) > 100
+
+
+def int8_conv_count(proto) -> tuple[int, int]:
+    """(Conv nodes whose data input and weights arrive through 8-bit DequantizeLinear
+    nodes and whose output goes into an 8-bit QuantizeLinear — the groups ORT fuses into
+    QLinearConv —, all Conv nodes)."""
+    eight = {onnx.TensorProto.UINT8, onnx.TensorProto.INT8}
+    zp = {i.name: i.data_type for i in proto.graph.initializer}
+
+    def by_8bit(op: str, io: int) -> set[str]:
+        return {getattr(n, "output" if io else "input")[0] for n in proto.graph.node
+                if n.op_type == op and len(n.input) > 2 and zp.get(n.input[2]) in eight}
+
+    dq8, q8 = by_8bit("DequantizeLinear", 1), by_8bit("QuantizeLinear", 0)
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    return sum(n.input[0] in dq8 and n.input[1] in dq8 and n.output[0] in q8
+               for n in convs), len(convs)
+
+
+@pytest.mark.slow
+def test_v1_int8_defaults_pass_the_gate_on_real_photos(tmp_path, shared_images, capsys):
+    """Issue 11 item 3 / issue 13: `ffexport int8 --model v1 --calib <19 photos>` with
+    defaults (13 calibrate, 6 held out) writes a model that passes F1 >= 0.98 and is
+    still mostly int8."""
+    out = tmp_path / "v1_int8.onnx"
+    assert ffexport(["int8", "--model", "v1", "--calib", str(shared_images), "-o", str(out),
+                     "--cache-dir", str(tmp_path / "cache")]) == 0
+    meta = load_runner(artifact=out).info.extra["metadata"].extra
+    assert meta["fidelity"]["f1"] >= 0.98 and meta["calibration"]["eval_images"] == 6
+    int8, total = int8_conv_count(onnx.load(str(out)))
+    assert total == 87 and int8 >= 0.75 * total, (int8, total)

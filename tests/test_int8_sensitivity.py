@@ -145,3 +145,99 @@ def test_real_search_rescues_the_broken_model(broken, tmp_path):
     assert score([]) < 0.99
     kept = s.run()
     assert kept is not None and 0 < len(kept) <= 4
+
+
+# --- float-graph rewrites before quantisation (ffedge/export/int8_prep.py) ------------------
+
+class Chain(nn.Module):
+    """conv -> leaky relu -> conv with one channel of the first conv 100x larger and the
+    second conv's matching input column 100x smaller: same function, bad for int8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 4, 1)
+        with torch.no_grad():
+            self.a.weight[2] *= 100.0
+            self.a.bias[2] *= 100.0
+            self.b.weight[:, 2] /= 100.0
+
+    def forward(self, x):
+        return self.b(nn.functional.leaky_relu(self.a(x), 0.1))
+
+
+def _run(proto, x, extra=()):
+    import onnxruntime as ort
+
+    from ffedge.export.int8_prep import _session
+
+    sess = _session(proto, list(extra)) if extra else ort.InferenceSession(
+        proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"images": x})
+
+
+def test_equalize_keeps_the_function_and_evens_channel_ranges(tmp_path):
+    from ffedge.export.int8_prep import equalizable_pairs, equalize
+
+    path = tmp_path / "chain.onnx"
+    _export(Chain(), path)
+    proto = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    feeds = [{"images": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)]
+    (conv1, act, _), = equalizable_pairs(proto)
+    before = _run(proto, feeds[0]["images"], [act.output[0]])
+    assert equalize(proto, feeds) == 1
+    after = _run(proto, feeds[0]["images"], [act.output[0]])
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-4, atol=1e-4)  # same function
+
+    def spread(a):
+        r = np.abs(a).max(axis=(0, 2, 3))
+        return r.max() / r.min()
+    assert spread(before[1]) > 50 and spread(after[1]) < 0.2 * spread(before[1])
+
+
+def test_bias_correction_removes_the_weight_rounding_shift(tmp_path):
+    from onnx import numpy_helper
+
+    from ffedge.export.int8_prep import bias_correct, conv_input_means, int8_weights
+
+    class Offset(nn.Module):  # inputs with a large mean: rounding errors add up in the output
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(2)
+            self.c = nn.Conv2d(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.c(x + 5.0)
+
+    path = tmp_path / "offset.onnx"
+    _export_n(Offset(), path, 16)
+    proto = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    feeds = [{"images": rng.standard_normal((1, 16, 32, 32)).astype(np.float32)} for _ in range(4)]
+    x = feeds[0]["images"]
+    ref = _run(proto, x)[0]
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+
+    def with_int8_weights(p):  # the weights a quantiser would store, in float
+        w = next(i for i in p.graph.initializer if i.name == conv.input[1])
+        w.CopyFrom(numpy_helper.from_array(
+            int8_weights(numpy_helper.to_array(w)).astype(np.float32), w.name))
+        return p
+
+    def shift(p):
+        return np.abs((_run(p, x)[0] - ref).mean(axis=(0, 2, 3))).mean()
+
+    plain, corrected = onnx.ModelProto(), onnx.ModelProto()
+    plain.CopyFrom(proto)
+    corrected.CopyFrom(proto)
+    assert bias_correct(corrected, conv_input_means(proto, feeds)) == 1
+    shift_plain, shift_corrected = shift(with_int8_weights(plain)), shift(with_int8_weights(corrected))
+    assert shift_plain > 1e-4 and shift_corrected < 0.2 * shift_plain
+
+
+def _export_n(net, path, channels):
+    x = torch.zeros(1, channels, 32, 32)
+    torch.onnx.export(net.eval(), (x,), str(path), input_names=["images"], output_names=["out"],
+                      opset_version=17, dynamo=False)

@@ -18,6 +18,7 @@ from pathlib import Path
 from ffedge.errors import FFEdgeError, require
 
 METHODS = ("minmax", "entropy", "percentile")
+FALLBACK_PRECISIONS = ("int16", "float")
 QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")
 
 
@@ -30,10 +31,16 @@ class QuantOptions:
     per_channel: bool = True
     reduce_range: bool | None = None  # None: on for uint8 activations on CPUs without VNNI
     percentile: float = 99.999
+    equalize: bool = True  # cross-layer equalisation of Conv-act-Conv chains (int8_prep)
+    bias_correction: bool = True  # fold the int8 weight-rounding shift into conv biases
+    fallback_precision: str = "int16"  # fallback nodes: 16-bit activations + int8 weights, or float
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise FFEdgeError(f"unknown calibration method {self.method!r}; choose one of {METHODS}")
+        if self.fallback_precision not in FALLBACK_PRECISIONS:
+            raise FFEdgeError(f"unknown fallback precision {self.fallback_precision!r}; choose "
+                              f"one of {FALLBACK_PRECISIONS}")
 
     def resolved_reduce_range(self) -> bool:
         if self.reduce_range is not None:
@@ -47,7 +54,9 @@ class QuantOptions:
         return {"activations": "int8 symmetric" if self.symmetric else "uint8 asymmetric",
                 "weights": "int8 per-channel" if self.per_channel else "int8 per-tensor",
                 "method": self.method, "reduce_range": self.resolved_reduce_range(),
-                "excluded": list(self.exclude), "fallback_nodes": len(self.fallback)}
+                "equalize": self.equalize, "bias_correction": self.bias_correction,
+                "excluded": list(self.exclude), "fallback_nodes": len(self.fallback),
+                "fallback_precision": self.fallback_precision}
 
 
 def cpu_has_vnni() -> bool:
@@ -87,46 +96,116 @@ def resolve_exclusions(model_path: Path, exclude: tuple[str, ...]) -> list[str]:
 
 
 def quantize_qdq(fp32_path: str | Path, out_path: str | Path, dataset, options: QuantOptions,
-                 input_name: str = "images", calibration_cache: str | Path | None = None) -> Path:
+                 input_name: str = "images", calibration_cache: str | Path | None = None,
+                 prep_dir: str | Path | None = None) -> Path:
     """Static QDQ quantisation of ``fp32_path`` calibrated on ``dataset`` (a
     :class:`~ffedge.calibration.CalibrationDataset`), written to ``out_path``.
 
     ``calibration_cache``: a JSON file of tensor ranges (ORT's calibration cache): written
     by the first call, reused by later ones with the same model and method, so a search
-    that rebuilds with different float nodes calibrates once."""
+    that rebuilds with different float nodes calibrates once (the first call must be the
+    one with no float nodes: it calibrates every tensor).
+    ``prep_dir``: where the equalised graph and its conv input means are kept between
+    calls (same model and dataset); None: recomputed."""
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import CalibrationMethod
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[options.method]
-    extra = {"ActivationSymmetric": options.symmetric, "WeightSymmetric": True}
+    extra: dict = {"ActivationSymmetric": options.symmetric, "WeightSymmetric": True}
     if options.method == "percentile":
         extra["CalibPercentile"] = options.percentile
     with tempfile.TemporaryDirectory(prefix="ffedge-q-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
         root = logging.getLogger()
         level = root.level
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             root.setLevel(logging.ERROR)  # the quantiser logs per-tensor chatter at WARNING
             try:
-                _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, extra,
+                pre = _prepared(fp32_path, Path(prep_dir or tmp), dataset, options, input_name,
+                                Path(tmp) / "build.onnx")
+                _quantize(pre, out_path, dataset, options, input_name, method, extra,
                           calibration_cache)
             finally:
                 root.setLevel(level)
     return Path(out_path)
 
 
-def _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, extra,
-              calibration_cache=None) -> None:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def _prepared(fp32_path, prep_dir: Path, dataset, options: QuantOptions, input_name: str,
+              build: Path) -> Path:
+    """The graph the quantiser sees: ORT pre-processing, cross-layer equalisation (kept in
+    ``prep_dir``), then bias correction of the convs whose weights become int8."""
+    import numpy as np
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    from ffedge.export import int8_prep
+
+    prep_dir.mkdir(parents=True, exist_ok=True)
+    pre, means_file = prep_dir / "prepared.onnx", prep_dir / "conv_means.npz"
+    tag = f"eq={options.equalize}"
+    if not pre.exists() or (prep_dir / "tag").read_text() != tag:
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        proto = onnx.load(str(pre))
+        feeds = _feeds(dataset, input_name)
+        if options.equalize:
+            int8_prep.equalize(proto, feeds)
+        np.savez(means_file, **int8_prep.conv_input_means(proto, feeds))
+        onnx.save(proto, str(pre))
+        (prep_dir / "tag").write_text(tag)
+    if not options.bias_correction:
+        return pre
+    proto = onnx.load(str(pre))
+    means = dict(np.load(means_file))
+    keep_float_weights = set(resolve_exclusions(pre, options.exclude))
+    if options.fallback_precision == "float":
+        keep_float_weights |= set(options.fallback)
+    int8_prep.bias_correct(proto, means, keep_float_weights,
+                           63 if options.resolved_reduce_range() else 127)
+    onnx.save(proto, str(build))
+    return build
+
+
+def _feeds(dataset, input_name: str) -> list[dict]:
+    """The calibration inputs as ORT feeds (through the same reader the quantiser uses)."""
+    reader = dataset.as_ort_reader(input_name)
+    feeds = []
+    while (feed := reader.get_next()) is not None:
+        feeds.append(feed)
+    return feeds
+
+
+def sixteen_bit_overrides(model_path: Path, nodes: tuple[str, ...]) -> dict:
+    """ORT ``TensorQuantOverrides``: every activation tensor in or out of ``nodes`` at
+    uint16 (their weights stay int8)."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+
+    if not nodes:
+        return {}
+    proto = onnx.load(str(model_path))
+    inits = {i.name for i in proto.graph.initializer}
+    wanted = set(nodes)
+    tensors: set[str] = set()
+    for n in proto.graph.node:
+        if n.name in wanted:
+            tensors.update(t for t in [n.input[0] if n.input else "", *n.output]
+                           if t and t not in inits)
+    return {t: [{"quant_type": QuantType.QUInt16}] for t in sorted(tensors)}
+
+
+def _quantize(pre, out_path, dataset, options, input_name, method, extra,
+              calibration_cache=None) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     cache = {}
     if calibration_cache and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         cache["calibration_cache_path"] = str(calibration_cache)  # onnxruntime >= 1.32
-    excluded = resolve_exclusions(pre, options.exclude) + list(options.fallback)
+    excluded = resolve_exclusions(pre, options.exclude)
+    if options.fallback_precision == "float":
+        excluded += list(options.fallback)
+    else:
+        extra = {**extra, "TensorQuantOverrides": sixteen_bit_overrides(pre, options.fallback)}
     quantize_static(
         str(pre), str(out_path), dataset.as_ort_reader(input_name),
         quant_format=QuantFormat.QDQ,
@@ -140,8 +219,6 @@ def _quantize(pre, fp32_path, out_path, dataset, options, input_name, method, ex
         extra_options=extra,
         **cache,
     )
-
-
 
 
 def quantizable_nodes(model_path: str | Path) -> list[str]:

@@ -12,11 +12,22 @@ from ffedge.artifact.metadata import ArtifactMetadata
 from ffedge.export.calibration_plan import Calibration
 from ffedge.export.int8_ort import QuantOptions, quantize_qdq, quantize_weights_only
 from ffedge.export.onnx_export import OnnxOptions, node_histogram, trace_to_onnx
-from ffedge.export.pipeline import ExportContext, ExportRequest, Target, export
+from ffedge.export.pipeline import FALLBACK, ExportContext, ExportRequest, Target, export
 from ffedge.export.report import ExportReport
 from ffedge.models.dcn import has_dcn
 
 SKIP_FALLBACK_OPS = ("Constant", "Identity")
+INT8_FALLBACK = "sensitivity"  # measured ranking + bisection (docs/int8.md)
+
+
+def _sensitivity_strategy(build, names, reference, probe_batches, min_f1):
+    from ffedge.export.sensitivity import sensitivity_fallback
+    from ffedge.progress import log
+
+    return sensitivity_fallback(build, names, reference, probe_batches, min_f1, log=log)
+
+
+FALLBACK.setdefault(INT8_FALLBACK, _sensitivity_strategy)
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,7 @@ class OnnxTarget(Target):
         path = ctx.tmp / "fp32.onnx"
         path.write_bytes(graph.serialize())
         ctx.state["fp32"], ctx.state["counter"] = path, 0
+        ctx.state.setdefault("fallback_strategy", INT8_FALLBACK)
         ctx.details.update(opset=graph.opset, simplifier=graph.simplifier)
         ctx.extra.update(opset=graph.opset, layout="NCHW", dynamic_batch=graph_opts.dynamic_batch,
                          dynamic_size=graph_opts.dynamic_size)
@@ -52,7 +64,10 @@ class OnnxTarget(Target):
         quant = (ctx.options or OnnxTargetOptions()).quant
         ctx.state["counter"] += 1
         path = ctx.tmp / f"q{ctx.state['counter']}.onnx"
-        quantize_qdq(ctx.state["fp32"], path, dataset, quant.with_fallback(keep_float))
+        key = _dataset_key(dataset, quant)
+        quantize_qdq(ctx.state["fp32"], path, dataset, quant.with_fallback(keep_float),
+                     calibration_cache=ctx.tmp / f"ranges-{key}.json",
+                     prep_dir=ctx.tmp / f"prep-{key}")
         proto = onnx.load(str(path))
         if quantize_weights_only(proto):
             onnx.save(proto, str(path))
@@ -78,6 +93,15 @@ class OnnxTarget(Target):
         import onnx
 
         return node_histogram(onnx.load(str(candidate), load_external_data=False))
+
+
+def _dataset_key(dataset: Any, quant: QuantOptions) -> str:
+    """Same calibration files and method -> same cached ranges and equalised graph."""
+    import hashlib
+
+    files = "\n".join(str(f) for f in getattr(dataset, "files", []))
+    text = f"{files}|{quant.method}|{quant.percentile}|{quant.equalize}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # --- Python API (the names the README documents) ------------------------------------------

@@ -243,11 +243,18 @@ class SensitivitySearch:
             self.trials += 1
             self._cache[k] = self._measure(self.ranked[:k])
             self.history.append((k, self._cache[k]))
-            self.log(f"  sensitivity search: {k} nodes float -> F1 {self._cache[k]:.4f}")
+            self.log(f"  sensitivity search: {k} nodes kept -> F1 {self._cache[k]:.4f}")
         return self._cache[k]
 
-    def _measure(self, excluded: list[str]) -> float:
-        if self.score is not None:
+    def seed(self, k: int, runner) -> float:
+        """Measure an already built ``runner`` as the result for ``k`` (no build)."""
+        self._cache[k] = self._measure(self.ranked[:k], runner)
+        self.history.append((k, self._cache[k]))
+        self.log(f"  sensitivity search: {k} nodes kept -> F1 {self._cache[k]:.4f}")
+        return self._cache[k]
+
+    def _measure(self, excluded: list[str], runner=None) -> float:
+        if self.score is not None and runner is None:
             return float(self.score(excluded))
         from ffedge.export.verify import parity_decoder
         from ffedge.runtimes.compare import Comparator
@@ -256,7 +263,8 @@ class SensitivitySearch:
         if self._ref_outputs is None:
             self._ref_outputs = [self.reference.infer(x) for x, _ in self.batches]
         comparator = Comparator(self.reference, parity_decoder(self.reference.spec))
-        rep = comparator.run([self.build(excluded)], self.batches, self._ref_outputs)[0]
+        runner = runner if runner is not None else self.build(excluded)
+        rep = comparator.run([runner], self.batches, self._ref_outputs)[0]
         return rep.detections.f1
 
     def run(self) -> list[str] | None:
@@ -317,4 +325,5 @@ def sensitivity_fallback(build, names, reference, probe_batches, min_f1, log=Non
         + ", ".join(n.rsplit("/", 2)[-2] for n in ranked[:4]))
     search = SensitivitySearch(ranked, min_f1, build=build, reference=reference,
                                batches=probe_batches, log=log)
+    search.seed(0, full)  # the fully quantised build is measured, not rebuilt
     return search.run(), search.trials + 1
