@@ -267,7 +267,7 @@ def test_flush_denormals_counts_and_zeroes_only_denormals() -> None:
 def test_flushing_changes_no_output(bundled) -> None:
     """ECA-CBAM with its 48,532 denormals as published vs flushed: same outputs (<= 1e-6)."""
     flushed = bundled["eca_cbam"]
-    raw = create_model("eca_cbam")
+    raw = create_model("eca_cbam", pretrained=False)
     raw.load_state_dict(read_state_dict(bundled_checkpoint("eca_cbam")))  # no flush
     tiny = torch.finfo(torch.float32).tiny
     assert sum(int(((p != 0) & (p.abs() < tiny)).sum()) for p in raw.state_dict().values()
@@ -349,3 +349,13 @@ def test_face_counts_on_shared_photos(name: str) -> None:
     assert all(counts[k] == 1 for k in counts if k.startswith("portrait"))
     total = sum(counts.values())
     assert abs(total - REFERENCE_COUNTS[name]) <= 0.05 * REFERENCE_COUNTS[name], counts
+
+
+def test_docs_family_table_matches_the_code() -> None:
+    from ffedge.models.report import render_family, render_model
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    for block in (render_family(), *(render_model(n) for n in FAMILY)):
+        assert block in text, (
+            "docs/models.md is stale: run `python -m ffedge.models.report --write docs/models.md`"
+        )

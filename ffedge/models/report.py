@@ -17,7 +17,16 @@ from torch import nn
 
 from ffedge.spec import DeploymentSpec
 
-REPORTED_MODELS: tuple[str, ...] = ("v1", "v2_ultra", "nano_b")
+REPORTED_MODELS: tuple[str, ...] = ("v1", "v2_ca", "eca_cbam", "v2_ultra", "nano_b")
+FAMILY_BLOCK = "family"
+# Where each model's architecture (and weights, when it has them) comes from.
+SOURCES: dict[str, str] = {
+    "v1": "FeatherFace (MIT), `weights/mobilenet0.25_Final.pth`",
+    "v2_ca": "FeatherFace (MIT), `weights/v2/featherface_v2_final.pth`",
+    "eca_cbam": "FeatherFace (MIT), `weights/eca_cbam/featherface_eca_cbam_final.pth`",
+    "v2_ultra": "built from the V2 Ultra architecture card",
+    "nano_b": "built from the Nano-B architecture card",
+}
 HEAD_CHILDREN = ("ClassHead", "BboxHead", "LandmarkHead")
 REPORT_SIZES: tuple[tuple[int, int], ...] = ((640, 640), (320, 320), (480, 640))
 
@@ -40,6 +49,23 @@ COMPONENT_NOTES: dict[str, dict[str, tuple[str, str]]] = {
         "shuffle": ("channel shuffle, 4 groups", "0"),
         "heads": ("3 SharedMultiHead, 32->16 shared, 2 anchors", "11.5K"),
     },
+    "v2_ca": {
+        "body": ("MobileNetV1-0.25 backbone", "213,072"),
+        "bifpn": ("2 BiFPN cells, 56 ch", "77,916"),
+        "ssh": ("3 deformable SSH, 56->56", "192,555"),
+        "ca": ("coordinate attention after each SSH, 56->8->56", "4,080"),
+        "shuffle": ("channel shuffle, 2 groups", "0"),
+        "heads": ("1x1 class/box/landmark heads, 2 anchors", "5,472"),
+    },
+    "eca_cbam": {
+        "body": ("MobileNetV1-0.25 backbone", "213,072"),
+        "backbone_attention": ("ECA (k 3/5/5) + CBAM spatial 7x7 on P3/P4/P5", "~100 each"),
+        "bifpn": ("3 BiFPN cells, 52 ch", "93K"),
+        "bifpn_attention": ("ECA (k 3) + CBAM spatial 7x7 on each BiFPN output", "~100 each"),
+        "ssh": ("3 deformable SSH, 52->52", "~150K"),
+        "shuffle": ("channel shuffle, 2 groups", "0"),
+        "heads": ("1x1 class/box/landmark heads, 2 anchors", "5.5K"),
+    },
     "nano_b": {
         "body": ("B-FPGM-pruned MobileNetV1-0.25 (27/50/87 out)", "~58,000"),
         "scale_decoupling": ("ScaleDecoupling on P3 (backbone width)", "~1,500 / ~8,800"),
@@ -53,13 +79,16 @@ COMPONENT_NOTES: dict[str, dict[str, tuple[str, str]]] = {
         "heads": ("1x1 heads 32->6/12/30, 3 anchors", "~1,600 / 4,608"),
     },
 }
-CARD_TOTALS = {"v1": "489,015", "v2_ultra": "244,483 (also \"248K\")", "nano_b": "120,000-180,000"}
+CARD_TOTALS = {
+    "v1": "489,015", "v2_ca": "493,095", "eca_cbam": "476,345 (also \"~449K\")",
+    "v2_ultra": "244,483 (also \"248K\")", "nano_b": "120,000-180,000",
+}
 
 
 def _component_of(child: str) -> str:
     if child in HEAD_CHILDREN:
         return "heads"
-    return re.sub(r"\d+$", "", child)
+    return re.sub(r"(_p)?_?\d+$", "", child)  # ssh1 -> ssh, ca_p3 -> ca, x_attention_0 -> x
 
 
 def component_parameters(model: nn.Module) -> dict[str, int]:
@@ -99,7 +128,7 @@ def render_model(name: str) -> str:
     """The generated markdown block (table + spec) for one registered model."""
     from ffedge.models.registry import create_model
 
-    model = create_model(name)
+    model = create_model(name, pretrained=False)  # sizes only: no weights needed
     notes = COMPONENT_NOTES.get(name, {})
     lines = [
         f"<!-- generated:{name} -->",
@@ -116,8 +145,61 @@ def render_model(name: str) -> str:
     return "\n".join(lines)
 
 
+def count_macs(model: nn.Module, height: int = 640, width: int = 640) -> int:
+    """Multiply-accumulates of one forward pass at ``height`` x ``width``.
+
+    Counted: every Conv1d/Conv2d (``output elements x kernel taps x in-channels/groups``) and
+    each deformable conv's kernel, which runs as one MatMul over the sampled taps. Not
+    counted: bilinear sampling, BN, activations, pooling, attention gating (element-wise).
+    """
+    import torch
+
+    from ffedge.models.dcn import DeformableConv2d
+
+    total = 0
+
+    def hook(module: nn.Module, _inputs, output) -> None:
+        nonlocal total
+        weight = module.regular_conv.weight if isinstance(module, DeformableConv2d) \
+            else module.weight
+        total += output.numel() * weight[0].numel()
+
+    kinds = (nn.Conv1d, nn.Conv2d, DeformableConv2d)
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, height, width))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def render_family(names: Sequence[str] = REPORTED_MODELS) -> str:
+    """The family overview: size, cost, priors, weights and source of every zoo model."""
+    from ffedge.models.registry import create_model
+    from ffedge.weights import bundled_checkpoint
+
+    lines = [
+        f"<!-- generated:{FAMILY_BLOCK} -->",
+        "| Model | Parameters | GMAC at 640x640 | Priors at 640x640 | Trained weights | Source |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for name in names:
+        model = create_model(name, pretrained=False)
+        weights = "yes (bundled)" if bundled_checkpoint(name, verify=False) else "no"
+        lines.append(
+            f"| `{name}` | {model.num_parameters():,} | {count_macs(model) / 1e9:.3f} | "
+            f"{model.spec.priors.num_priors(640, 640):,} | {weights} | {SOURCES.get(name, '')} |"
+        )
+    lines.append(f"<!-- /generated:{FAMILY_BLOCK} -->")
+    return "\n".join(lines)
+
+
 def render_all(names: Sequence[str] = REPORTED_MODELS) -> dict[str, str]:
-    return {n: render_model(n) for n in names}
+    blocks = {FAMILY_BLOCK: render_family(names)}
+    blocks.update({n: render_model(n) for n in names})
+    return blocks
 
 
 def update_document(text: str, blocks: dict[str, str]) -> str:
