@@ -11,8 +11,13 @@ from pathlib import Path
 from ffedge.cli.common import parse_imgsz
 from ffedge.errors import FFEdgeError
 
-# Peak memory of float inference per input pixel, measured with /usr/bin/time on V1 at
-# 640-2560 px (~0.2 KB/px incl. the runtime's arena); exporters need ~3x that while tracing.
+# Peak memory of float inference per input pixel: peak RSS growth over the loaded model
+# (resource.getrusage, one 1-thread inference at 640/1280/1920 px square), measured here:
+#   torch V1 238/138/128 B/px, torch nano_b 154/67/59, onnxruntime V1 72/71/68, nano_b 38/37/35.
+# 200 covers the worst (torch V1; the 640 figure includes first-call allocator overhead) plus
+# ffdetect's decoded image and float tensor (~15 B/px). `ffexport onnx` (trace + verify) grew
+# 190 B/px (V1) and 139 B/px (nano_b) from 640 to 1920 (/usr/bin/time -v), so the exporters'
+# EXPORT_MEMORY_FACTOR of 3 is a conservative margin, not a measurement.
 BYTES_PER_PIXEL = 200
 MEMORY_SHARE = 0.6  # refuse a size needing more than this share of available memory
 
