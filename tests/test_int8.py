@@ -95,7 +95,10 @@ def test_auto_fallback_rescues_a_built_failure(tmp_path, outlier_v1, shared_imag
     for n in names:
         (calib / n).symlink_to(shared_images / n)
     common = dict(model="v1", calib=calib, checkpoint=outlier_v1, input_size=(320, 320),
-                  num_images=8, num_eval=11, min_f1=0.9, cache_dir=tmp_path / "cache")
+                  num_images=8, num_eval=11, min_f1=0.9, cache_dir=tmp_path / "cache",
+                  # equalisation (default) rescales exactly this outlier away: off, so
+                  # that the fallback search is what is tested
+                  options=QuantOptions(equalize=False))
     with pytest.raises(FFEdgeError, match="fidelity gate failed"):
         export_int8(output=tmp_path / "plain.onnx", fallback=False, **common)
     report = export_int8(output=tmp_path / "rescued.onnx", **common)  # the search is the default
