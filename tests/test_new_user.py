@@ -231,18 +231,26 @@ def test_python_create_model_warns_once_for_random_weights():
         create_model("v2_ultra", pretrained=False)  # asked for: silent
 
 
-def test_pipeline_without_a_checkpoint_is_random_and_says_so(tmp_path):
-    """ExportRequest(checkpoint=None) stays the seeded random init (reproducible exports)."""
+def test_pipeline_trained_flag_follows_the_weights_it_used(tmp_path):
+    """The pipeline's ``trained`` flag (gate on/off, verification images) is true exactly
+    when trained weights were loaded; a random export says so in its notes."""
+    import dataclasses
+
     from ffedge.artifact.targets import find_target
     from ffedge.export.pipeline import ExportRequest, _context
     from ffedge.weights import bundled_checkpoint
 
     record = find_target("onnx")
-    ctx = _context(record, ExportRequest("v1"), tmp_path)
-    assert not ctx.trained and not ctx.checkpoint_sha
+    fields = {f.name for f in dataclasses.fields(ExportRequest)}
+    random_request = (ExportRequest("v1", random_init=True) if "random_init" in fields
+                      else ExportRequest("v1"))  # before random_init: None meant random
+    ctx = _context(record, random_request, tmp_path)
+    assert not ctx.trained and not ctx.checkpoint_sha and not ctx.net.trained
     assert any("random weights" in n for n in ctx.notes)
     trained = _context(record, ExportRequest("v1", bundled_checkpoint("v1")), tmp_path)
-    assert trained.trained and trained.checkpoint_sha
+    assert trained.trained and trained.checkpoint_sha and trained.net.trained
+    nano = _context(record, ExportRequest("nano_b"), tmp_path)  # no bundled weights exist
+    assert not nano.trained and any("random weights" in n for n in nano.notes)
 
 
 def test_ffdetect_warns_once_about_random_weights(capsys, photo):
