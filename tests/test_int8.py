@@ -57,7 +57,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (bad / "a.jpg").write_bytes(b"not a jpeg")
     assert ffexport(["int8", "--model", "nano_b", "--calib", str(bad), "-o",
                      str(tmp_path / "y.onnx")]) != 0
-    calib = synthetic_images(tmp_path / "calib", 3)
+    calib = synthetic_images(tmp_path / "calib", 4)
     assert ffexport(["int8", "--model", "nano_b", "--calib", str(calib), "--exclude", "NoSuchOp",
                      "--imgsz", "320", "--num-images", "2", "-o", str(tmp_path / "z.onnx"),
                      "--cache-dir", str(tmp_path / "c")]) != 0

@@ -76,7 +76,8 @@ class ExportCommand:
             verify=not args.no_verify, verify_images=args.verify_images,
             calibration=calibration(args), min_f1=getattr(args, "min_f1", None),
             fallback=not getattr(args, "no_fallback", False), threads=args.threads,
-            optimize=args.optimize, module=net)
+            optimize=args.optimize, module=net,
+            random_init=bool(getattr(args, "random_init", False)))
         with quiet_unless_verbose(args.verbose, stdout=True):  # NNCF draws bars on stdout
             report = export(self.record, request)
         print(report.summary())

@@ -50,6 +50,7 @@ class ExportRequest:
     fallback: bool = True  # search the fewest float layers when the INT8 gate fails
     threads: int | None = None
     module: Any = None  # a user's nn.Module (with .spec) instead of a zoo model
+    random_init: bool = False  # True: the seeded random init even when bundled weights exist
     optimize: int = 0  # graph passes level for every traced graph (ffedge.export.passes)
 
 
@@ -231,8 +232,10 @@ def _context(record: TargetRecord, request: ExportRequest, tmp: Path) -> ExportC
     net = request.module
     if net is None:
         from ffedge.models import create_model
+        from ffedge.weights import bundled_checkpoint
 
-        # checkpoint None means the seeded random init here (the CLI resolves bundled weights)
+        if request.checkpoint is None and not request.random_init:
+            request.checkpoint = bundled_checkpoint(request.model)  # like the CLI and create_model
         net = create_model(request.model, checkpoint=request.checkpoint,
                            input_size=request.input_size, pretrained=False)
     else:  # a user's model: wrapped, sized, outputs checked; candidates read its spec by name
@@ -250,6 +253,9 @@ def _context(record: TargetRecord, request: ExportRequest, tmp: Path) -> ExportC
     if not trained:
         ctx.notes.append("random weights (no trained checkpoint): detections reported, not "
                          "gated; raw outputs checked")
+    if getattr(net, "denormals_flushed", 0):
+        ctx.notes.append(f"zeroed {net.denormals_flushed:,} denormal weights at load (no output "
+                         "changes; avoids slow denormal arithmetic on x86)")
     return ctx
 
 
@@ -294,7 +300,8 @@ def _quantised(impl: Target, ctx: ExportContext, out: Path
         f"{len(plan.eval_files)} held-out images")
     candidate = impl.quantise(ctx, dataset, [])
     parity = verify_runner(ctx.reference, impl.runner(ctx, candidate), batches)
-    if parity.detections.f1 < min_f1 and req.fallback and impl.fallback_names(ctx):
+    searchable = req.fallback and min_f1 <= 1.0  # an F1 above 1 no search can reach
+    if parity.detections.f1 < min_f1 and searchable and impl.fallback_names(ctx):
         candidate, parity = _fallback(impl, ctx, plan, batches, min_f1, candidate, parity)
     if parity.detections.f1 < min_f1:
         hint = "" if req.fallback else " (drop --no-fallback to search float fallbacks)"
