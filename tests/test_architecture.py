@@ -118,6 +118,7 @@ def throwaway_target():
     unregister_target("ffx")
 
 
+@pytest.mark.slow
 def test_a_registry_record_is_all_a_target_needs(throwaway_target, tmp_path, capsys):
     from ffedge.cli.ffbench import main as ffbench
     from ffedge.cli.ffdetect import main as ffdetect

@@ -21,6 +21,7 @@ def check_result(r: dict, runtime: str) -> None:
     assert r["input_size"] == [320, 320]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_run_json(tmp_path, runtime, capsys):
     out = tmp_path / "r.json"
@@ -40,6 +41,7 @@ def test_run_json(tmp_path, runtime, capsys):
         assert r["parity"] is None
 
 
+@pytest.mark.slow
 def test_compare_one_table(tmp_path, capsys):
     out = tmp_path / "c.json"
     rc = ffbench(["compare", "--model", "v2_ultra", "--imgsz", "320", "--warmup", "1",
@@ -52,6 +54,7 @@ def test_compare_one_table(tmp_path, capsys):
     assert table.count("| torch") == 1 and table.count("| onnxruntime") == 1
 
 
+@pytest.mark.slow
 def test_artifact_with_images(tmp_path, v1_checkpoint, shared_images, capsys):
     from ffedge.export.onnx_target import export_onnx
 

@@ -11,12 +11,13 @@ import pytest
 from .conftest import synthetic_images
 
 pytest.importorskip("openvino")
+pytestmark = pytest.mark.slow  # conversions: minutes on 2 cores
 
+from ffedge.artifact.metadata import sidecar_path  # noqa: E402
 from ffedge.cli.ffbench import main as ffbench  # noqa: E402
 from ffedge.cli.ffdetect import main as ffdetect  # noqa: E402
 from ffedge.cli.ffexport import main as ffexport  # noqa: E402
 from ffedge.errors import FFEdgeError  # noqa: E402
-from ffedge.artifact.metadata import sidecar_path  # noqa: E402
 from ffedge.export.openvino_target import Int8Options, export_openvino  # noqa: E402
 from ffedge.runtimes import load_runner  # noqa: E402
 from ffedge.runtimes.openvino_runner import FLAKY_COMPILE_MARK, compile_model  # noqa: E402

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("litert_torch", reason="needs the tflite extra (litert-torch)")
 pytest.importorskip("ai_edge_litert.interpreter", reason="needs the tflite extra (ai-edge-litert)")
+pytestmark = pytest.mark.slow  # conversions: minutes on 2 cores
 
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 

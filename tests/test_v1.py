@@ -49,6 +49,7 @@ def read_counts(images):
     return rows
 
 
+@pytest.mark.slow
 def test_finds_the_faces_on_shared_photos(v1, shared_images):
     """Original-size inference (the papers' setting) at the demo threshold 0.5, compared with
     the counts of an independent detector (YuNet, score >= 0.6)."""
