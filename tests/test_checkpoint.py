@@ -79,7 +79,7 @@ def test_unknown_model_is_user_error():
 
 
 def test_bundled_v1_weights_are_the_published_ones():
-    from ffedge.models.checkpoint import file_sha256
+    from ffedge.digest import file_sha256
 
     p = bundled_checkpoint("v1")
     assert p is not None

@@ -20,10 +20,10 @@ import torch
 
 from ffedge import specs
 from ffedge.cli.ffexport import main as ffexport
+from ffedge.digest import file_sha256
 from ffedge.errors import FFEdgeError
 from ffedge.export.pipeline import ExportRequest, export
 from ffedge.models import wrap_user_model
-from ffedge.models.checkpoint import file_sha256
 from ffedge.models.user import load_model_def
 from ffedge.runtimes import load_runner
 

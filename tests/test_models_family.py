@@ -26,8 +26,9 @@ import pytest
 import torch
 from torch import nn
 
+from ffedge.digest import file_sha256
 from ffedge.models import create_model, get_spec, list_models
-from ffedge.models.checkpoint import file_sha256, flush_denormals, read_state_dict
+from ffedge.models.checkpoint import flush_denormals, read_state_dict
 from ffedge.models.eca_cbam import ECACBAM, eca_kernel_size
 from ffedge.models.v2_ca import CoordinateAttention
 from ffedge.weights import BUNDLED_SHA256, bundled_checkpoint

@@ -52,7 +52,7 @@ def load_images(folder: Path | None, input_size: tuple[int, int], limit: int = 3
 
 def reference_checkpoint(args: argparse.Namespace, runner) -> tuple[Path | None, str | None]:
     """The weights that reproduce ``runner``'s artifact in torch, or (None, why not)."""
-    from ffedge.models.checkpoint import file_sha256
+    from ffedge.digest import file_sha256
     from ffedge.weights import bundled_checkpoint
 
     meta = runner.info.extra.get("metadata")

@@ -227,7 +227,7 @@ def _output_path(record: TargetRecord, impl: Target, request: ExportRequest) -> 
 
 
 def _context(record: TargetRecord, request: ExportRequest, tmp: Path) -> ExportContext:
-    from ffedge.models.checkpoint import file_sha256
+    from ffedge.digest import file_sha256
 
     net = request.module
     if net is None:

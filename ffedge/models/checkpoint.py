@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,14 +13,6 @@ from ffedge.errors import CheckpointError
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 PREFIXES = ("module.", "model.")
 MAX_LISTED = 5
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

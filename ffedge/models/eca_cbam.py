@@ -24,13 +24,10 @@ from torch import nn
 from ffedge.models.base import FaceDetector
 from ffedge.models.bifpn import BiFPNCell
 from ffedge.models.cbam import SpatialAttention
-from ffedge.models.heads import bbox_head, class_head, landmark_head
 from ffedge.models.lightops import gap
 from ffedge.models.mobilenet import MobileNetV1
 from ffedge.models.registry import register_model
-from ffedge.models.shuffle import ChannelShuffle
-from ffedge.models.ssh import SSH, deformable_conv3x3
-from ffedge.models.v1 import V1_SPEC
+from ffedge.models.v1 import V1_SPEC, add_ssh_and_heads, ssh_and_heads
 from ffedge.spec import DeploymentSpec
 
 ECA_CBAM_SPEC = V1_SPEC
@@ -89,13 +86,7 @@ class FeatherFaceECACBAM(FaceDetector):
         self.bifpn_attention_0 = ECACBAM(channels)
         self.bifpn_attention_1 = ECACBAM(channels)
         self.bifpn_attention_2 = ECACBAM(channels)
-        self.ssh1 = SSH(channels, channels, deformable_conv3x3)
-        self.ssh2 = SSH(channels, channels, deformable_conv3x3)
-        self.ssh3 = SSH(channels, channels, deformable_conv3x3)
-        self.shuffle = ChannelShuffle(2, order="split")
-        self.ClassHead = nn.ModuleList(class_head(channels, a) for a in anchors)
-        self.BboxHead = nn.ModuleList(bbox_head(channels, a) for a in anchors)
-        self.LandmarkHead = nn.ModuleList(landmark_head(channels, a) for a in anchors)
+        add_ssh_and_heads(self, channels, anchors)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         backbone_att = (self.backbone_attention_0, self.backbone_attention_1,
@@ -103,13 +94,7 @@ class FeatherFaceECACBAM(FaceDetector):
         feats = tuple(att(f) for att, f in zip(backbone_att, self.body(images)))
         bifpn_att = (self.bifpn_attention_0, self.bifpn_attention_1, self.bifpn_attention_2)
         feats = [att(f) for att, f in zip(bifpn_att, self.bifpn(feats))]
-        feats = [
-            self.shuffle(ssh(f)) for ssh, f in zip((self.ssh1, self.ssh2, self.ssh3), feats)
-        ]
-        boxes = torch.cat([h(f) for h, f in zip(self.BboxHead, feats)], dim=1)
-        logits = torch.cat([h(f) for h, f in zip(self.ClassHead, feats)], dim=1)
-        landmarks = torch.cat([h(f) for h, f in zip(self.LandmarkHead, feats)], dim=1)
-        return boxes, logits, landmarks
+        return ssh_and_heads(self, feats)
 
 
 @register_model(

@@ -21,6 +21,27 @@ from ffedge.spec import DeploymentSpec
 from ffedge.specs import V1_SPEC
 
 
+def add_ssh_and_heads(model: nn.Module, channels: int, anchors: tuple[int, ...]) -> None:
+    """V1's deformable SSH per level, the split channel shuffle and the three heads, under
+    the checkpoint's names (``ssh1..3``, ``ClassHead``, ``BboxHead``, ``LandmarkHead``)."""
+    model.ssh1 = SSH(channels, channels, deformable_conv3x3)
+    model.ssh2 = SSH(channels, channels, deformable_conv3x3)
+    model.ssh3 = SSH(channels, channels, deformable_conv3x3)
+    model.shuffle = ChannelShuffle(2, order="split")
+    model.ClassHead = nn.ModuleList(class_head(channels, a) for a in anchors)
+    model.BboxHead = nn.ModuleList(bbox_head(channels, a) for a in anchors)
+    model.LandmarkHead = nn.ModuleList(landmark_head(channels, a) for a in anchors)
+
+
+def ssh_and_heads(model: nn.Module, feats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(boxes, class logits, landmarks) over all levels from the three fused features."""
+    feats = [model.shuffle(ssh(f)) for ssh, f in zip((model.ssh1, model.ssh2, model.ssh3), feats)]
+    boxes = torch.cat([h(f) for h, f in zip(model.BboxHead, feats)], dim=1)
+    logits = torch.cat([h(f) for h, f in zip(model.ClassHead, feats)], dim=1)
+    landmarks = torch.cat([h(f) for h, f in zip(model.LandmarkHead, feats)], dim=1)
+    return boxes, logits, landmarks
+
+
 class FeatherFaceV1(FaceDetector):
     model_name = "v1"
 
@@ -31,23 +52,11 @@ class FeatherFaceV1(FaceDetector):
         self.bifpn = nn.Sequential(
             BiFPNCell(channels, self.body.out_channels), BiFPNCell(channels)
         )
-        self.ssh1 = SSH(channels, channels, deformable_conv3x3)
-        self.ssh2 = SSH(channels, channels, deformable_conv3x3)
-        self.ssh3 = SSH(channels, channels, deformable_conv3x3)
-        self.shuffle = ChannelShuffle(2, order="split")
-        self.ClassHead = nn.ModuleList(class_head(channels, a) for a in anchors)
-        self.BboxHead = nn.ModuleList(bbox_head(channels, a) for a in anchors)
-        self.LandmarkHead = nn.ModuleList(landmark_head(channels, a) for a in anchors)
+        add_ssh_and_heads(self, channels, anchors)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.bifpn(self.body(images))
-        feats = [
-            self.shuffle(ssh(f)) for ssh, f in zip((self.ssh1, self.ssh2, self.ssh3), feats)
-        ]
-        boxes = torch.cat([h(f) for h, f in zip(self.BboxHead, feats)], dim=1)
-        logits = torch.cat([h(f) for h, f in zip(self.ClassHead, feats)], dim=1)
-        landmarks = torch.cat([h(f) for h, f in zip(self.LandmarkHead, feats)], dim=1)
-        return boxes, logits, landmarks
+        return ssh_and_heads(self, feats)
 
 
 @register_model("v1", V1_SPEC, "FeatherFace V1 (0.49M, deformable SSH, WIDER FACE teacher)")

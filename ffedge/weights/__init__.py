@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from ffedge.digest import file_sha256
 from ffedge.errors import CheckpointError
 
 _HERE = Path(__file__).resolve().parent
@@ -22,12 +22,6 @@ BUNDLED_SHA256: dict[str, str] = {
 _VERIFIED: set[Path] = set()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def bundled_checkpoint(model: str, verify: bool = True) -> Path | None:
@@ -43,7 +37,7 @@ def bundled_checkpoint(model: str, verify: bool = True) -> Path | None:
     if not p.is_file():
         return None
     if verify and p not in _VERIFIED:
-        if _sha256(p) != BUNDLED_SHA256[model]:
+        if file_sha256(p) != BUNDLED_SHA256[model]:
             raise CheckpointError(
                 f"the bundled {model} weights ({p}) are damaged (sha256 mismatch); reinstall "
                 "ffedge or pass --checkpoint PATH"

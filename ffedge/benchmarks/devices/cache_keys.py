@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from ffedge.digest import file_sha256
+
 # Never copied to a device: a TensorRT engine only runs on the GPU and TensorRT it was built by.
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -26,17 +28,11 @@ def artifact_sha256(path: Path) -> str:
     if path.is_dir():
         for f in bundle_files(path):
             h.update(f.relative_to(path).as_posix().encode() + b"\0")
-            h.update(_file_digest(f).encode())
+            h.update(file_sha256(f).encode())
         return h.hexdigest()
-    return _file_digest(path)
+    return file_sha256(path)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def engine_cache_key(artifact_sha: str, tensorrt: str, board: str, precision: str,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ffedge.export.passes._modules import replace_modules
 from ffedge.models.cbam import ChannelAttention
 
 
@@ -31,10 +32,4 @@ class PairedChannelAttention(nn.Module):
 
 def pair_channel_attention(net: nn.Module) -> int:
     """Replace every ``ChannelAttention`` in place; returns how many."""
-    n = 0
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is ChannelAttention:
-                setattr(parent, name, PairedChannelAttention(child))
-                n += 1
-    return n
+    return replace_modules(net, ChannelAttention, PairedChannelAttention)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ffedge.export.passes._modules import replace_modules
 from ffedge.models.dcn import DeformableConv2d, _NativeDeformConv
 
 
@@ -92,10 +93,4 @@ class AffineGridDCN(DeformableConv2d):
 
 def affine_grid_dcn(net: nn.Module) -> int:
     """Replace every plain ``DeformableConv2d`` in place; returns how many."""
-    n = 0
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is DeformableConv2d:
-                setattr(parent, name, AffineGridDCN(child))
-                n += 1
-    return n
+    return replace_modules(net, DeformableConv2d, AffineGridDCN)
