@@ -156,6 +156,7 @@ class OpenVinoTarget(Target):
 
     def quantise(self, ctx: ExportContext, dataset: Any, keep_float: list[str]) -> Path:
         opts: Int8Options = ctx.options or Int8Options()
+        ctx.state.setdefault("calibration", dataset)  # the first (full) set ranks fallbacks
         if opts.via == "nncf":
             model = nncf_quantize(ctx.state["fp32"], dataset, opts.preset,
                                   list(opts.exclude) + keep_float)
@@ -173,7 +174,10 @@ class OpenVinoTarget(Target):
     def fallback_names(self, ctx: ExportContext) -> list[str]:
         opts: Int8Options = ctx.options or Int8Options()
         if opts.via == "nncf":
-            return quantizable_names(ctx.state["fp32"])
+            if "ranked" not in ctx.state:
+                ctx.state["ranked"] = _ranked_ir_names(ctx)
+                ctx.state["fallback_strategy"] = "ranked"
+            return ctx.state["ranked"]
         import onnx
 
         return [n.name for n in onnx.load(str(ctx.state["onnx"])).graph.node
@@ -190,6 +194,32 @@ class OpenVinoTarget(Target):
 
     def histogram(self, ctx: ExportContext, candidate: Path) -> dict[str, int]:
         return ir_histogram(ctx.state["models"][candidate])
+
+
+def _ranked_ir_names(ctx: ExportContext) -> list[str]:
+    """NNCF ignored-scope candidates, worst first: the IR's quantisable ops ranked by the
+    measured sensitivity of the same nodes in an ORT QDQ build of the same ONNX graph
+    (IR friendly names = ONNX node names, convs + ``/WithoutBiases``); unranked ops
+    follow in graph order."""
+    from ffedge.export.int8_ort import QuantOptions, _feeds, quantize_qdq
+    from ffedge.export.pipeline import FALLBACK
+    from ffedge.export.sensitivity import rank_qdq, ranked_fallback
+
+    FALLBACK.setdefault("ranked", ranked_fallback)
+    ir_names = quantizable_names(ctx.state["fp32"])
+    dataset = ctx.state.get("calibration")
+    if dataset is None:
+        return ir_names
+    qdq = ctx.tmp / "rank_qdq.onnx"
+    quantize_qdq(ctx.state["onnx"], qdq, dataset, QuantOptions(equalize=False))
+    import onnx
+
+    onnx_names = [n.name for n in onnx.load(str(ctx.state["onnx"])).graph.node]
+    ranked = rank_qdq(qdq, ctx.reference, _feeds(dataset, "images")[:4], onnx_names)
+    known = set(ir_names)
+    out = [m for n in ranked for m in (n, f"{n}/WithoutBiases") if m in known]
+    out = list(dict.fromkeys(out))
+    return out + [n for n in ir_names if n not in set(out)]
 
 
 def export_openvino(model: str, checkpoint: str | Path | None = None,

@@ -311,19 +311,33 @@ def sensitivity_fallback(build, names, reference, probe_batches, min_f1, log=Non
 
         search = FallbackSearch(build, names, reference, probe_batches, min_f1, log=log)
         return search.run(), search.trials
-    feeds = feeds_from_batches(probe_batches, limit=4)
-    gains = None
-    module = getattr(reference, "module", None)
-    if module is not None:
-        from ffedge.export.wrapper import DeployWrapper
-
-        reference.activate()
-        half = [f["images"][:, :, ::2, ::2] for f in feeds[:1]]
-        gains = output_gains(DeployWrapper(reference.module).eval(), half)
-    ranked = [r.name for r in rank_nodes(path, path, feeds, gains) if r.name in set(names)]
+    ranked = rank_qdq(path, reference, feeds_from_batches(probe_batches, limit=4), names)
     log(f"  sensitivity: {len(ranked)} nodes ranked; worst: "
         + ", ".join(n.rsplit("/", 2)[-2] for n in ranked[:4]))
     search = SensitivitySearch(ranked, min_f1, build=build, reference=reference,
                                batches=probe_batches, log=log)
     search.seed(0, full)  # the fully quantised build is measured, not rebuilt
     return search.run(), search.trials + 1
+
+
+def rank_qdq(path, reference, feeds: list[dict], names) -> list[str]:
+    """``names`` that the QDQ model at ``path`` quantises, worst first (:func:`rank_nodes`,
+    gains from the torch ``reference`` at half resolution when it holds a module)."""
+    gains = None
+    if getattr(reference, "module", None) is not None:
+        from ffedge.export.wrapper import DeployWrapper
+
+        reference.activate()
+        half = [f["images"][:, :, ::2, ::2] for f in feeds[:1]]
+        gains = output_gains(DeployWrapper(reference.module).eval(), half)
+    keep = set(names)
+    return [r.name for r in rank_nodes(path, path, feeds, gains) if r.name in keep]
+
+
+def ranked_fallback(build, names, reference, probe_batches, min_f1, log=None):
+    """A fallback strategy for targets whose ``fallback_names`` are already ranked worst
+    first (OpenVINO: the ONNX ranking mapped to IR names): doubling + bisection."""
+    search = SensitivitySearch(list(names), min_f1, build=build, reference=reference,
+                               batches=probe_batches,
+                               log=log or (lambda msg: print(msg, file=sys.stderr)))
+    return search.run(), search.trials
