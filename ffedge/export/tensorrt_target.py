@@ -23,7 +23,7 @@ import numpy as np
 
 from ffedge.artifact.metadata import INPUT_NAME, OUTPUT_NAMES, ArtifactMetadata
 from ffedge.errors import FFEdgeError
-from ffedge.export.pipeline import ExportContext, ExportRequest, Target, export
+from ffedge.export.pipeline import FALLBACK, ExportContext, ExportRequest, Target, export
 from ffedge.export.report import ExportReport
 from ffedge.export.trt_versions import MAX_OPSET, TrtVersion, jetpack_for, min_version_for_ops
 
@@ -37,6 +37,45 @@ REFERENCE_NAME = "reference.npz"
 MANIFEST_NAME = "manifest.json"
 BUILD_NAME = "BUILD.md"
 N_REFERENCE = 4
+FLOAT_GRAPH = "float.onnx"  # in the export's scratch folder, next to every candidate
+INT8_FALLBACK = "trt-sensitivity"  # ranked by measured noise, doubling + bisection; float
+
+
+def trt_sensitivity_fallback(build, names, reference, probe_batches, min_f1):
+    """The pipeline's fallback strategy for TensorRT QDQ graphs: build the fully quantised
+    candidate once, rank ``names`` by the output error their Q/DQ adds
+    (:func:`ffedge.export.sensitivity.rank_nodes`, noise x gain), then keep the fewest
+    top-ranked nodes in float (doubling + bisection). The ranking reads node and tensor
+    names from the float graph next to the candidate: with Q/DQ on conv *inputs* only, the
+    QDQ graph's convs read DequantizeLinear outputs, which the ranking does not follow."""
+    from ffedge.export.sensitivity import (
+        SensitivitySearch,
+        feeds_from_batches,
+        output_gains,
+        rank_nodes,
+    )
+    from ffedge.export.wrapper import DeployWrapper
+    from ffedge.progress import log
+
+    full = build([])
+    qdq = Path(full.info.path)
+    feeds = feeds_from_batches(probe_batches, limit=4)
+    gains = None
+    if getattr(reference, "module", None) is not None:
+        reference.activate()
+        half = [f["images"][:, :, ::2, ::2] for f in feeds[:1]]
+        gains = output_gains(DeployWrapper(reference.module).eval(), half)
+    keep = set(names)
+    ranked = [r.name for r in rank_nodes(qdq.with_name(FLOAT_GRAPH), qdq, feeds, gains)
+              if r.name in keep]
+    log(f"  sensitivity: {len(ranked)} of {len(names)} quantised nodes ranked")
+    search = SensitivitySearch(ranked, min_f1, build=build, reference=reference,
+                               batches=probe_batches, log=log)
+    search.seed(0, full)  # the fully quantised build is measured, not rebuilt
+    return search.run(), search.trials + 1
+
+
+FALLBACK.setdefault(INT8_FALLBACK, trt_sensitivity_fallback)
 
 
 @dataclass(frozen=True)
@@ -47,6 +86,8 @@ class TrtOptions:
     dla: bool = False
     method: str = "minmax"
     exclude: tuple[str, ...] = ()
+    equalize: bool = True  # int8: cross-layer equalisation of the float graph (int8_prep)
+    bias_correction: bool = True  # int8: fold the weight-rounding shift into conv biases
     n_reference: int = N_REFERENCE
 
     def version(self) -> TrtVersion:
@@ -94,9 +135,10 @@ class TensorRTTarget(Target):
         opts: TrtOptions = ctx.options or TrtOptions()
         version = opts.version()
         g = trace_for_trt(ctx.net, ctx.spec.input_size, version, opts.dcn)
-        path = ctx.tmp / "float.onnx"
+        path = ctx.tmp / FLOAT_GRAPH
         path.write_bytes(g.ort_proto.SerializeToString(deterministic=True))
         ctx.state.update(float=path, graph=g, version=version, counter=0)
+        ctx.state.setdefault("fallback_strategy", INT8_FALLBACK)
         ctx.details.update(tensorrt=f">= {version.major}.{version.minor}", dcn=g.dcn_mode,
                            opset=g.opset, simplifier=g.simplifier)
         ctx.extra.update(tensorrt_target=str(version), dcn=g.dcn_mode, layout="NCHW")
@@ -110,20 +152,29 @@ class TensorRTTarget(Target):
         opts: TrtOptions = ctx.options or TrtOptions()
         ctx.state["counter"] += 1
         path = ctx.tmp / f"q{ctx.state['counter']}.onnx"
+        key = _dataset_key(dataset, opts)  # same images + settings: prep and ranges reused
         quantize_for_trt(ctx.state["float"], path, dataset, opts.method,
-                         tuple(opts.exclude) + tuple(keep_float))
+                         tuple(opts.exclude) + tuple(keep_float), equalize=opts.equalize,
+                         bias_correction=opts.bias_correction, prep_dir=ctx.tmp / f"prep-{key}",
+                         calibration_cache=ctx.tmp / f"ranges-{key}.json")
         ctx.state["dataset"] = dataset
         ctx.extra["quantization"] = {
             "backend": "onnxruntime QDQ (TensorRT explicit quantisation rules)",
             "activations": "int8 symmetric per-tensor", "weights": "int8 per-channel axis 0",
-            "bias": "float", "method": opts.method, "fallback_nodes": len(keep_float)}
+            "bias": "float", "method": opts.method, "equalize": opts.equalize,
+            "bias_correction": opts.bias_correction, "fallback_precision": "float",
+            "fallback_nodes": len(keep_float)}
         return path
 
     def fallback_names(self, ctx: ExportContext) -> list[str]:
+        """The nodes the quantiser puts Q/DQ on (Conv/Gemm, residual Adds): float fallback
+        removes their Q/DQ; TensorRT has no 16-bit activations to fall back to."""
         import onnx
 
-        proto = onnx.load(str(ctx.state["float"]))
-        return [n.name for n in proto.graph.node if n.op_type not in ("Constant", "Identity")]
+        from ffedge.export.trt_int8 import trt_quant_nodes
+
+        opts: TrtOptions = ctx.options or TrtOptions()
+        return trt_quant_nodes(onnx.load(str(ctx.state["float"])), tuple(opts.exclude))
 
     def runner(self, ctx: ExportContext, path: Path):
         """Candidates are judged in onnxruntime (TensorRT runs on the device)."""
@@ -139,6 +190,14 @@ class TensorRTTarget(Target):
     def write(self, ctx: ExportContext, candidate: Path, meta: ArtifactMetadata,
               paths: list[Path]) -> None:
         write_bundle(ctx, candidate, meta, paths[0])
+
+
+def _dataset_key(dataset: Any, opts: TrtOptions) -> str:
+    import hashlib
+
+    files = "\n".join(str(f) for f in getattr(dataset, "files", []))
+    text = f"{files}|{opts.method}|{opts.equalize}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def write_bundle(ctx: ExportContext, candidate: Path, meta: ArtifactMetadata, folder: Path) -> None:

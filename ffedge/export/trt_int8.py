@@ -11,9 +11,12 @@ onnxruntime's defaults do none of this (uint8 zero-points, int32 biases, Q/DQ ev
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from ffedge.errors import require
@@ -55,41 +58,108 @@ def _method(name: str):
 
 
 def quantize_for_trt(fp32_path: str | Path, out_path: str | Path, dataset, method: str = "minmax",
-                     exclude: tuple[str, ...] = (), input_name: str = "images") -> Path:
+                     exclude: tuple[str, ...] = (), input_name: str = "images", *,
+                     equalize: bool = True, bias_correction: bool = True,
+                     prep_dir: str | Path | None = None,
+                     calibration_cache: str | Path | None = None) -> Path:
     """Static QDQ quantisation of ``fp32_path`` by TensorRT's rules, calibrated on ``dataset``
-    (a :class:`~ffedge.calibration.CalibrationDataset`); ``exclude`` node names stay float."""
+    (a :class:`~ffedge.calibration.CalibrationDataset`); ``exclude`` node names stay float.
+
+    ``equalize`` / ``bias_correction``: :mod:`ffedge.export.int8_prep`'s cross-layer
+    equalisation and weight-rounding bias correction of the float graph first (both keep the
+    float function; docs/tensorrt.md has the measured effect). ``prep_dir`` keeps the
+    equalised graph and its conv input means between calls with the same graph and dataset;
+    ``calibration_cache`` (onnxruntime >= 1.32) the activation ranges: the first call must be
+    the one with nothing excluded, so every tensor is calibrated."""
     require("onnxruntime", "onnx")
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory(prefix="ffedge-trtq-") as tmp, _quiet():
+        pre = prepare_for_trt(fp32_path, Path(prep_dir or tmp), dataset, equalize, input_name)
+        nodes = trt_quant_nodes(onnx.load(str(pre)), exclude)
+        if not nodes:  # onnxruntime reads an empty list as "quantise everything"
+            Path(out_path).write_bytes(Path(fp32_path).read_bytes())
+            return Path(out_path)
+        if bias_correction:
+            pre = _bias_corrected(pre, Path(tmp) / "build.onnx", set(exclude))
+        _quantize(pre, out_path, dataset, method, nodes, input_name, calibration_cache)
+    return Path(out_path)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime's quantiser logs per-tensor chatter at WARNING and warns on shapes."""
+    root = logging.getLogger()
+    level = root.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            root.setLevel(level)
+
+
+def prepare_for_trt(fp32_path: str | Path, prep_dir: Path, dataset, equalize: bool = True,
+                    input_name: str = "images") -> Path:
+    """onnxruntime's pre-processing, then (``equalize``) cross-layer equalisation; the
+    per-channel mean of every conv input is saved next to it for bias correction. Kept in
+    ``prep_dir`` and reused while the settings match."""
+    import numpy as np
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ffedge.export import int8_prep
+
+    prep_dir.mkdir(parents=True, exist_ok=True)
+    pre, tag = prep_dir / "prepared.onnx", f"{Path(fp32_path).resolve()}|eq={equalize}"
+    if pre.exists() and (prep_dir / "tag").is_file() and (prep_dir / "tag").read_text() == tag:
+        return pre
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    proto = onnx.load(str(pre))
+    reader = dataset.as_ort_reader(input_name)
+    feeds = list(iter(reader.get_next, None))
+    if equalize:
+        int8_prep.equalize(proto, feeds)
+    np.savez(prep_dir / "conv_means.npz", **int8_prep.conv_input_means(proto, feeds))
+    onnx.save(proto, str(pre))
+    (prep_dir / "tag").write_text(tag)
+    return pre
+
+
+def _bias_corrected(pre: Path, out: Path, keep_float: set[str]) -> Path:
+    """``pre`` with each int8-weight conv's rounding shift folded into its bias (not the
+    convs in ``keep_float``: their weights stay float)."""
+    import numpy as np
+    import onnx
+
+    from ffedge.export.int8_prep import bias_correct
+
+    proto = onnx.load(str(pre))
+    bias_correct(proto, dict(np.load(pre.parent / "conv_means.npz")), keep_float, 127)
+    onnx.save(proto, str(out))
+    return out
+
+
+def _quantize(pre: Path, out_path, dataset, method: str, nodes: list[str], input_name: str,
+              calibration_cache) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
              "DedicatedQDQPair": True,
              "OpTypesToExcludeOutputQuantization": list(TRT_QUANT_OPS)}
-    with tempfile.TemporaryDirectory(prefix="ffedge-trtq-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        root = logging.getLogger()
-        level = root.level
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            root.setLevel(logging.ERROR)  # per-tensor chatter at WARNING
-            try:
-                quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-                nodes = trt_quant_nodes(onnx.load(str(pre)), exclude)
-                if not nodes:  # onnxruntime reads an empty list as "quantise everything"
-                    Path(out_path).write_bytes(Path(fp32_path).read_bytes())
-                    return Path(out_path)
-                quantize_static(
-                    str(pre), str(out_path), dataset.as_ort_reader(input_name),
-                    quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=_method(method), nodes_to_quantize=nodes,
-                    op_types_to_quantize=list(TRT_QUANT_OPS), reduce_range=False,
-                    extra_options=extra,
-                )
-            finally:
-                root.setLevel(level)
-    return Path(out_path)
+    cache = {}
+    if calibration_cache and "calibration_cache_path" in inspect.signature(
+            quantize_static).parameters:
+        cache["calibration_cache_path"] = str(calibration_cache)
+    quantize_static(
+        str(pre), str(out_path), dataset.as_ort_reader(input_name),
+        quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        calibrate_method=_method(method), nodes_to_quantize=nodes,
+        op_types_to_quantize=list(TRT_QUANT_OPS), reduce_range=False,
+        extra_options=extra, **cache,
+    )
 
 
 def activation_amax(fp32_path: str | Path, dataset, method: str = "entropy",
