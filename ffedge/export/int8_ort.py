@@ -33,7 +33,7 @@ class QuantOptions:
     percentile: float = 99.999
     equalize: bool = True  # cross-layer equalisation of Conv-act-Conv chains (int8_prep)
     bias_correction: bool = True  # fold the int8 weight-rounding shift into conv biases
-    fallback_precision: str = "int16"  # fallback nodes: 16-bit activations + int8 weights, or float
+    fallback_precision: str = "float"  # fallback nodes: float, or "int16" (16-bit act, int8 w)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
