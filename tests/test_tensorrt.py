@@ -325,28 +325,65 @@ def test_v1_refused_for_jetpack_46_and_wrong_output(tmp_path):
 
 # --- INT8 on real photos (shared, slow) ---------------------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.shared
-@pytest.mark.parametrize("model, jetpack", [("v1", "6.2"), ("v1", "6.0"), ("nano_b", "6.2")])
-def test_int8_bundle_lints_and_keeps_f1_on_real_photos(tmp_path, shared_images, model, jetpack):
+def _int8_bundle(tmp_path, images, model: str, jetpack: str):
+    """An int8 DLA bundle with the default gate and fallback; checks what every int8
+    bundle must hold (lint, Q/DQ, calibration cache). Returns (report, manifest, proto,
+    share of Convs with int8 input and weights)."""
     from ffedge.export.calibration_plan import Calibration
     from ffedge.export.tensorrt_target import TrtOptions, export_tensorrt
 
     out = tmp_path / f"{model}.trtbundle"
     report = export_tensorrt(model, output=out, precision="int8",
                              options=TrtOptions(jetpack=jetpack, dla=True, n_reference=2),
-                             calibration=Calibration(shared_images, num_images=10, num_eval=9),
-                             min_f1=0.98, fallback=False)
-    assert report.parity.detections.f1 >= 0.98 and report.parity.images == 9
+                             calibration=Calibration(images, num_images=10, num_eval=9))
     m = json.loads((out / "manifest.json").read_text())
     proto = onnx.load(str(out / "model.onnx"))
     assert lint_model(proto, m["target_tensorrt"]) == []
-    assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) > 10
     number, scales = read_calibration_cache(out / "calibration.cache")
     assert number == resolve_version(jetpack).cache_number
     float_names = {o for n in onnx.load(str(out / "model_float.onnx")).graph.node for o in n.output}
     assert "images" in scales and set(scales) - {"images"} <= float_names
-    assert m["fidelity_onnxruntime"]["f1"] >= 0.98
+    assert report.parity.images == 9 and "f1" in m["fidelity_onnxruntime"]
+    dq = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    share = sum(c.input[0] in dq and c.input[1] in dq for c in convs) / len(convs)
+    return report, m, proto, share
+
+
+def _quantization(manifest: dict) -> dict:
+    q = manifest["metadata"]["quantization"]  # the sidecar keeps nested facts as JSON text
+    return json.loads(q) if isinstance(q, str) else q
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+@pytest.mark.parametrize("jetpack", ["6.2", "6.0"])  # native DeformConv / plugin node
+def test_v1_int8_bundle_keeps_f1_on_real_photos(tmp_path, shared_images, jetpack):
+    """V1's trained weights, default settings (equalisation, bias correction, ranked float
+    fallback): the gate passes at 0.98 in onnxruntime with most convs int8."""
+    from ffedge.weights import BUNDLED_SHA256
+
+    report, m, proto, share = _int8_bundle(tmp_path, shared_images, "v1", jetpack)
+    assert report.gated and report.min_f1 == 0.98
+    assert report.parity.detections.f1 >= 0.98 and m["fidelity_onnxruntime"]["f1"] >= 0.98
+    assert share >= 0.7, f"only {share:.0%} of convs int8"
+    assert m["trained_weights"] and m["metadata"]["checkpoint_sha256"] == BUNDLED_SHA256["v1"]
+    q = _quantization(m)
+    assert q["equalize"] and q["bias_correction"] and q["fallback_precision"] == "float"
+    if jetpack == "6.0":
+        assert any(n.op_type == "ModulatedDeformConv2d" for n in proto.graph.node)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_nano_b_int8_bundle_structure_with_random_weights(tmp_path, shared_images):
+    """nano_b has no trained weights: its F1 is reported, not gated (ffedge.export.tolerances'
+    one random-weights policy), so no fallback runs and every conv is int8."""
+    report, m, proto, share = _int8_bundle(tmp_path, shared_images, "nano_b", "6.2")
+    assert not report.gated and report.min_f1 == 0.0 and not m["trained_weights"]
+    assert share == 1.0 and report.excluded == [] and report.trials == 0
+    assert _quantization(m)["fallback_nodes"] == 0
+    assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) > 10
 
 
 # --- without TensorRT ---------------------------------------------------------------------
