@@ -170,7 +170,7 @@ class Chain(nn.Module):
 def _run(proto, x, extra=()):
     import onnxruntime as ort
 
-    from ffedge.export.int8_prep import _session
+    from ffedge.export.ort_probe import session_with_outputs as _session
 
     sess = _session(proto, list(extra)) if extra else ort.InferenceSession(
         proto.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -17,32 +17,16 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ffedge.errors import require
+from ffedge.export.ort_probe import session_with_outputs
 
 ACTIVATIONS = ("LeakyRelu", "Relu")
 EQUALIZE_ALPHA = 1.0  # 1.0: equalise activation ranges only (best of 0.5/0.75/1.0 on V1)
 
 
-def _session(proto, names: Sequence[str]):
-    """ORT session (no graph optimisation) returning ``names`` as extra outputs."""
-    onnx = require("onnx", "onnx")
-    ort = require("onnxruntime", "onnx")
-    p = onnx.ModelProto()
-    p.CopyFrom(proto)
-    have = {o.name for o in p.graph.output}
-    for n in names:
-        if n not in have:
-            p.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(p.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def _channel_stats(proto, names: Sequence[str], feeds: Iterable[dict], stat: str
                    ) -> dict[str, np.ndarray]:
     """Per-channel (axis 1) max |x| (``stat="absmax"``) or mean of each tensor in ``names``."""
-    sess = _session(proto, names)
+    sess = session_with_outputs(proto, names)
     acc: dict[str, np.ndarray] = {}
     count = 0
     for feed in feeds:

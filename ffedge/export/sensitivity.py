@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ffedge.errors import require
+from ffedge.export.ort_probe import session_with_outputs
 
 SKIP_TYPES = ("QuantizeLinear", "DequantizeLinear", "Constant", "Identity", "Shape")
 # nodes the ORT QDQ quantiser never excludes usefully (DeformConv: weight-only int8 elsewhere)
@@ -45,23 +46,6 @@ class NodeSensitivity:
     def to_dict(self) -> dict:
         return {"name": self.name, "op_type": self.op_type, "score": round(self.score, 6),
                 "cause": self.cause}
-
-
-def _session_with_outputs(proto, names: Sequence[str]):
-    """An ORT session (no graph optimisation: every node stays as written) that returns
-    ``names`` besides the graph outputs."""
-    onnx = require("onnx", "onnx")
-    ort = require("onnxruntime", "onnx")
-    p = onnx.ModelProto()
-    p.CopyFrom(proto)
-    have = {o.name for o in p.graph.output}
-    for n in names:
-        if n not in have:
-            p.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(p.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def _qdq_maps(qproto) -> tuple[dict[str, str], set[str]]:
@@ -83,7 +67,7 @@ def measure_tensor_noise(fproto, qproto, feeds: Sequence[dict[str, np.ndarray]]
     tensors = sorted(t for t in fnames if t in post)
     outputs = sorted(fnames & {o for n in qproto.graph.node for o in n.output
                                if n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Constant")})
-    sess = _session_with_outputs(qproto, sorted(set(outputs) | {post[t] for t in tensors}))
+    sess = session_with_outputs(qproto, sorted(set(outputs) | {post[t] for t in tensors}))
     err: dict[str, float] = dict.fromkeys(tensors, 0.0)
     pw: dict[str, float] = {}
     for feed in feeds:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ffedge.artifact.formats import tflite_schema as schema
 from ffedge.artifact.tflite_pack import pack_model, read_model
 from ffedge.errors import FFEdgeError
-from ffedge.artifact.formats import tflite_schema as schema
 
 IO_TYPES = ("float", "int8", "uint8")
 #: Quantisation of a probability in [0, 1]: TFLite's fixed softmax output params.
