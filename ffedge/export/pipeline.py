@@ -181,7 +181,7 @@ def export(target: str | TargetRecord, request: ExportRequest) -> ExportReport:
         _write(impl, ctx, candidate, meta, out)
         report = ExportReport(
             out, ctx.model, record.name, request.precision, _parameters(ctx.net),
-            size_bytes=sum(p.stat().st_size for p in [out, *impl.companion_files(out)]),
+            size_bytes=sum(_size(p) for p in [out, *impl.companion_files(out)]),
             node_histogram=impl.histogram(ctx, candidate), parity=parity, min_f1=min_f1,
             gated=gated, details=ctx.details, notes=ctx.notes,
             excluded=ctx.state.get("excluded", []), trials=ctx.state.get("trials", 0))
@@ -257,6 +257,13 @@ def _context(record: TargetRecord, request: ExportRequest, tmp: Path) -> ExportC
         ctx.notes.append(f"zeroed {net.denormals_flushed:,} denormal weights at load (no output "
                          "changes; avoids slow denormal arithmetic on x86)")
     return ctx
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of everything in a folder artifact (a TensorRT bundle)."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 def _parameters(net: Any) -> int:
