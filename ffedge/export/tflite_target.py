@@ -5,7 +5,9 @@ TensorFlow, numpy 2, the same venv as onnxruntime/OpenVINO), while onnx2tf pins
 TensorFlow 2.19, numpy < 2, onnx 1.19 and downloads a calibration file from the internet
 even for FP32 — it cannot share an environment with the rest of ffedge.
 
-* Input is NHWC ``[1, H, W, 3]`` (the camera's layout; the transpose is in the graph).
+* Input is NHWC ``[1, H, W, 3]`` (the camera's layout; the transpose is in the graph), RGB
+  by default (what phone cameras and MediaPipe deliver; the BGR->RGB flip is folded into the
+  first conv's weights, :mod:`ffedge.export.channel_order`), BGR with ``channel_order="BGR"``.
 * FP16: weights stored as float16 (ai-edge-quantizer float casting), computed in float32.
 * INT8: PT2E static quantisation (per-channel int8 weights, int8 activations) calibrated on
   the shared :class:`~ffedge.calibration.CalibrationDataset`; I/O float, int8 or uint8.
@@ -39,6 +41,9 @@ from ffedge.progress import log
 PRECISIONS = ("fp32", "fp16", "int8")
 DCN_LOWERINGS = ("gather", "gridsample")
 IO_TYPES = tfb.IO_TYPES
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
 @dataclass(frozen=True)
 class TFLiteOptions:
     """What kind of ``.tflite`` to build."""
@@ -50,6 +55,7 @@ class TFLiteOptions:
     keep_names: bool = False
     dcn: str = "gather"
     require_gpu_delegate: bool = False  # fail (nothing written) unless the GPU delegate takes all
+    channel_order: str = "RGB"  # the .tflite's input pixels; the model's own order is folded in
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -58,6 +64,9 @@ class TFLiteOptions:
             raise FFEdgeError(f"unknown --io {self.io!r}; choose one of {IO_TYPES}")
         if self.dcn not in DCN_LOWERINGS:
             raise FFEdgeError(f"unknown --dcn {self.dcn!r}; choose one of {DCN_LOWERINGS}")
+        if self.channel_order.upper() not in CHANNEL_ORDERS:
+            raise FFEdgeError(f"unknown --channel-order {self.channel_order!r}; choose rgb or bgr")
+        object.__setattr__(self, "channel_order", self.channel_order.upper())
         if self.io != "float" and self.precision != "int8":
             raise FFEdgeError(f"--io {self.io} needs --precision int8 (a float model has float I/O)")
 
@@ -67,6 +76,8 @@ class TFLiteOptions:
             parts.append(f"{self.io}io")
         if self.decode_in_graph:
             parts.append("decoded")
+        if self.channel_order != "RGB":
+            parts.append(self.channel_order.lower())
         return "".join("_" + p for p in parts)
 
 
@@ -215,6 +226,19 @@ def sidecar_text(meta: ArtifactMetadata) -> str:
     return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
 
+def _graph_passes(ctx: ExportContext, module: Any) -> Any:
+    """The pipeline's ``--optimize`` torch passes (after the DCN lowering: its gather form is
+    not the DCN the grid pass rewrites); level 0 returns ``module`` itself."""
+    from ffedge.export.passes import current_level, optimize_module
+
+    level = current_level()
+    out = optimize_module(module, level)
+    if level:
+        ctx.details["optimize"] = level
+        ctx.notes.extend(f"graph pass {n}" for n in getattr(out, "graph_passes", []))
+    return out
+
+
 class TFLiteTarget(Target):
     """NHWC ``.tflite`` through litert-torch; INT8 by PT2E (no per-node fallback search:
     PT2E annotates modules, not ONNX node names)."""
@@ -249,6 +273,8 @@ class TFLiteTarget(Target):
             else:
                 ctx.notes.append("deformable convs lowered through grid_sample: large "
                                  "constants, slow in TFLite and no INT8 (see docs/mobile.md)")
+        folded = _graph_passes(ctx, folded)
+        folded = _serve_channel_order(ctx, folded, opts.channel_order)
         h, w = ctx.spec.input_size
         ctx.spec = ctx.spec.with_layout("NHWC")
         ctx.state.update(opts=opts, wrapper=DeployWrapper(folded, nhwc=True).eval(),
@@ -320,6 +346,24 @@ class TFLiteTarget(Target):
 
     def histogram(self, ctx: ExportContext, candidate: Path) -> dict[str, int]:
         return tfb.op_histogram(candidate.read_bytes())
+
+
+def _serve_channel_order(ctx: ExportContext, folded: Any, order: str) -> Any:
+    """``folded`` taking ``order`` pixels; ``ctx.spec`` follows (channel order, mean/std),
+    and the torch reference becomes "flip, then the original model", so the gate checks
+    the fold against the untouched network on the same (``order``) input."""
+    from ffedge.export.channel_order import ChannelFlip, serve_in_order
+    from ffedge.runtimes.torch_runner import TorchRunner
+
+    module, spec, how = serve_in_order(folded, ctx.spec, order)
+    if spec is not ctx.spec:
+        ctx._reference = TorchRunner(ctx.model, module=ChannelFlip(ctx.net, spec),
+                                     threads=ctx.request.threads)
+        ctx.notes.append(f"input {order} ({ctx.model} was trained on {ctx.spec.channel_order}; "
+                         f"channel flip {how}; mean/std reordered to {list(spec.mean)}/"
+                         f"{list(spec.std)})")
+    ctx.spec = spec
+    return module
 
 
 def _delegate_check(ctx: ExportContext, opts: TFLiteOptions, data: bytes) -> None:
