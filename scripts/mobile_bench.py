@@ -16,6 +16,7 @@ padding (``320x256`` for portrait).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -109,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(a.work)
     folder.mkdir(parents=True, exist_ok=True)
     paths = export_all(a.model, sizes, a.precisions, a.calib, folder)
-    text = table(paths, time_all(paths, a.threads, a.runs, a.rounds), sizes, a.precisions)
+    before = os.getloadavg()
+    times = time_all(paths, a.threads, a.runs, a.rounds)
+    after = os.getloadavg()
+    text = table(paths, times, sizes, a.precisions)
+    text += ("\n\nload average (1, 5, 15 min) before timing "
+             f"{before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, after "
+             f"{after[0]:.2f} {after[1]:.2f} {after[2]:.2f} on {os.cpu_count()} CPUs")
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n")
