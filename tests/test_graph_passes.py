@@ -251,3 +251,19 @@ def test_pipeline_level_reaches_trace_to_onnx(nano):
     assert "Softmax" in plain.node_histogram and "Softmax" not in fused.node_histogram
     assert sum(fused.node_histogram.values()) < sum(plain.node_histogram.values())
     assert [o.name for o in fused.proto.graph.output] == ["boxes", "scores", "landmarks"]
+
+
+@pytest.mark.slow
+def test_every_target_gets_the_passes_tflite_too(tmp_path):
+    """One place for the passes: the TFLite target (no ONNX in its path) applies them as well."""
+    pytest.importorskip("litert_torch")
+    from ffedge.export.pipeline import ExportRequest, export
+    from ffedge.export.tflite_target import TFLiteOptions
+
+    reports = {lvl: export("tflite", ExportRequest(
+        "nano_b", output=tmp_path / f"nano_{lvl}.tflite", input_size=(96, 96),
+        options=TFLiteOptions(), optimize=lvl, random_init=True)) for lvl in (0, 1)}
+    ops = {lvl: sum(r.node_histogram.values()) for lvl, r in reports.items()}
+    assert ops[1] < ops[0]
+    assert reports[1].parity.outputs["scores"].max_abs <= 1e-5  # verified like level 0
+    assert any("merge_heads" in n for n in reports[1].notes)
