@@ -103,7 +103,11 @@ def test_decode_in_graph_matches_shared_decoder(decoded):
     it = Interpreter(model_path=str(decoded), num_threads=2)
     out = it.get_signature_runner()(images=np.ascontiguousarray(x.transpose(1, 2, 0)[None]))
     boxes, scores, lms = out["boxes"][0], out["scores"][0], out["landmarks"][0]
-    ref = TorchRunner("v1", bundled_checkpoint("v1"), input_size=SIZE).infer(x[None])
+    # the .tflite takes RGB (flip folded into its first conv); torch's V1 takes BGR
+    assert spec.channel_order == "RGB" and spec.mean == (123.0, 117.0, 104.0)
+    torch_ref = TorchRunner("v1", bundled_checkpoint("v1"), input_size=SIZE)
+    assert torch_ref.spec.channel_order == "BGR"
+    ref = torch_ref.infer(preprocess(img, torch_ref.spec)[0][None])
     priors = generate_priors(spec.priors, *SIZE)
     np.testing.assert_allclose(boxes, decode_boxes(ref[0][0], priors, spec.priors.variances),
                                atol=1e-5)

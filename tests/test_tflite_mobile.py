@@ -273,14 +273,21 @@ def calib(tmp_path_factory):
     return synthetic_images(tmp_path_factory.mktemp("calib16"), 6)
 
 
-@pytest.mark.slow
-def test_nano_b_fp16_is_fully_gpu_delegable_with_metadata_and_signature(tmp_path):
+@pytest.fixture(scope="module")
+def nano_fp16(tmp_path_factory):
+    """nano_b FP16 at 160x160 with the defaults (RGB input), verified by the pipeline."""
     from ffedge.export.tflite_target import TFLiteOptions, export_tflite
 
-    out = tmp_path / "nano_fp16.tflite"
+    out = tmp_path_factory.mktemp("nano16") / "nano_fp16.tflite"
     report = export_tflite("nano_b", output=out, input_size=(160, 160),
                            options=TFLiteOptions("fp16", require_gpu_delegate=True),
                            threads=1)
+    return out, report
+
+
+@pytest.mark.slow
+def test_nano_b_fp16_is_fully_gpu_delegable_with_metadata_and_signature(nano_fp16):
+    out, report = nano_fp16
     data = out.read_bytes()
     assert gpu_delegate_report(data).ok
     assert any(n.startswith("GPU delegate: full") for n in report.notes)
@@ -305,3 +312,133 @@ def test_nano_b_int8_default_fits_230_kb(tmp_path, calib):
     size = out.stat().st_size
     assert size <= 230_000, f"nano_b INT8 is {size} bytes"
     assert read_standard_metadata(out.read_bytes()) is not None
+
+
+# ------------------------------------------------------------------ RGB input (folded)
+
+
+def _nano_torch(size=(160, 160)):
+    from ffedge.models import create_model
+
+    return create_model("nano_b", input_size=size, pretrained=False).eval()
+
+
+def test_channel_flip_folds_into_first_conv_exactly_and_leaves_the_model_alone():
+    import torch
+
+    from ffedge.export.channel_order import input_conv, serve_in_order
+
+    net = _nano_torch()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rgb_net, spec, how = serve_in_order(net, net.spec, "rgb")
+    assert how == "folded into the first conv"
+    assert (spec.channel_order, spec.mean, spec.std) == ("RGB", (123.0, 117.0, 104.0),
+                                                         (1.0, 1.0, 1.0))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert sum(p.numel() for p in rgb_net.parameters()) == sum(p.numel()
+                                                               for p in net.parameters())
+    bgr = torch.randn(1, 3, 160, 160, generator=torch.Generator().manual_seed(1)) * 60
+    with torch.no_grad():
+        for a, b in zip(net(bgr), rgb_net(bgr.flip(1))):
+            assert float((a - b).abs().max()) <= 1e-5
+    # random-weight nano_b barely reacts to its input, so check the fold itself too
+    first, folded = input_conv(net, net.spec), input_conv(rgb_net, spec)
+    assert torch.equal(folded.weight, first.weight.flip(1))
+    assert not torch.equal(folded.weight, first.weight)
+    assert serve_in_order(net, net.spec, "BGR")[2] == "as trained"
+
+
+@pytest.mark.slow
+def test_channel_flip_fold_on_trained_v1_matches_flip_then_model():
+    """V1's trained weights react to the channel order (a swapped input moves the outputs
+    by ~1): the folded RGB model on RGB equals V1 on BGR to float rounding."""
+    import torch
+
+    from ffedge.export.channel_order import serve_in_order
+    from ffedge.models import create_model
+    from ffedge.weights import bundled_checkpoint
+
+    net = create_model("v1", checkpoint=bundled_checkpoint("v1"), input_size=(160, 160),
+                       pretrained=False).eval()
+    rgb_net, _, how = serve_in_order(net, net.spec, "RGB")
+    assert how == "folded into the first conv"
+    bgr = torch.randn(1, 3, 160, 160, generator=torch.Generator().manual_seed(1)) * 60
+    with torch.no_grad():
+        ref, got, wrong = net(bgr), rgb_net(bgr.flip(1)), rgb_net(bgr)
+    for a, b, c in zip(ref, got, wrong):
+        scale = float(a.abs().max())
+        assert float((a - b).abs().max()) <= 1e-5 * scale
+        assert float((a - c).abs().max()) > 0.01 * scale
+
+
+def test_channel_flip_falls_back_to_a_graph_op_when_no_conv_takes_the_input():
+    import torch
+
+    from ffedge.export.channel_order import ChannelFlip, serve_in_order
+
+    class Scaled(torch.nn.Module):  # the input is scaled before the first conv
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.spec = inner, inner.spec
+
+        def forward(self, x):
+            return self.inner(x * 1.0)
+
+    net = Scaled(_nano_torch())
+    rgb_net, spec, how = serve_in_order(net, net.spec, "RGB")
+    assert how == "flip op in the graph" and isinstance(rgb_net, ChannelFlip)
+    bgr = torch.randn(1, 3, 160, 160, generator=torch.Generator().manual_seed(2)) * 60
+    with torch.no_grad():
+        for a, b in zip(net(bgr), rgb_net(bgr.flip(1))):
+            assert torch.equal(a, b)
+
+
+def test_rgb_metadata_says_rgb_with_rgb_mean_for_an_independent_reader():
+    from dataclasses import replace
+
+    from ffedge.export.channel_order import flipped_spec
+
+    meta = _nano_meta()
+    meta = replace(meta, spec=flipped_spec(meta.spec, "RGB"))
+    buf = metadata_buffer(with_standard_metadata(_gather_nd(), standard_metadata(meta)))
+    root = _raw_table(buf, _u32(buf, 0))
+    (sg,) = _raw_vec(buf, root, 3, "table")
+    (inp,) = _raw_vec(buf, sg, 2, "table")
+    image = _raw_sub(buf, _raw_sub(buf, inp, 3), 1)
+    assert _raw_byte(buf, image, 0) == 1  # ColorSpaceType.RGB
+    (unit,) = _raw_vec(buf, inp, 4, "table")
+    norm = _raw_sub(buf, unit, 1)
+    assert _raw_vec(buf, norm, 0, "f") == [123.0, 117.0, 104.0]  # mean, R G B
+    assert _raw_str(buf, inp, 1).startswith("RGB image")
+
+
+@pytest.mark.slow
+def test_rgb_export_equals_bgr_export_on_the_swapped_image(nano_fp16, tmp_path):
+    """Default (RGB) nano_b FP16 on an RGB image == the --bgr export on the BGR image; the
+    pipeline verified it (its spec preprocesses RGB); our runner and the standard metadata
+    both say RGB, mean in R, G, B order."""
+    from ffedge.decoder.transform import preprocess
+    from ffedge.export.tflite_target import TFLiteOptions, export_tflite
+    from ffedge.imageio import random_images
+    from ffedge.runtimes.tflite_runner import TFLiteRunner
+
+    rgb_path, report = nano_fp16
+    assert report.parity is not None and report.parity.images > 0  # gated in the pipeline
+    assert any("channel flip folded into the first conv" in n for n in report.notes)
+    bgr_path = tmp_path / "nano_fp16_bgr.tflite"
+    export_tflite("nano_b", output=bgr_path, input_size=(160, 160),
+                  options=TFLiteOptions("fp16", channel_order="bgr"), verify=False, threads=1)
+    rgb, bgr = TFLiteRunner(rgb_path, threads=1), TFLiteRunner(bgr_path, threads=1)
+    assert (rgb.spec.channel_order, rgb.spec.mean) == ("RGB", (123.0, 117.0, 104.0))
+    assert (bgr.spec.channel_order, bgr.spec.mean) == ("BGR", (104.0, 117.0, 123.0))
+    image_bgr = random_images(1, (160, 160), 5)[0]
+    x_rgb, _ = preprocess(image_bgr, rgb.spec)  # the spec flips the BGR array to RGB
+    np.testing.assert_array_equal(x_rgb, preprocess(image_bgr, bgr.spec)[0][::-1])
+    for a, b in zip(rgb.infer(x_rgb[None]), bgr.infer(preprocess(image_bgr, bgr.spec)[0][None])):
+        assert np.abs(a - b).max() <= 1e-5
+    for path, space, mean in ((rgb_path, "RGB", [123.0, 117.0, 104.0]),
+                              (bgr_path, "UNKNOWN", [104.0, 117.0, 123.0])):
+        inp = read_standard_metadata(path.read_bytes())["subgraph_metadata"][0][
+            "input_tensor_metadata"][0]
+        assert inp["content"]["color_space"] == space
+        assert inp["normalization"] == {"mean": mean, "std": [1.0, 1.0, 1.0]}

@@ -5,6 +5,8 @@ MediaPipe Tasks, the LiteRT support library and Android Studio's model binding l
 flatbuffer (tflite-support ``metadata_schema.fbs``, file identifier ``M001``). A float
 image input without ``NormalizationOptions`` is refused there, and an image input whose
 ``ImageProperties.color_space`` is not RGB too ("Only RGB color space is supported").
+``ffexport tflite`` therefore writes RGB-input models by default (the zoo's BGR folded into
+the first conv); a ``--channel-order bgr`` model is described with color_space UNKNOWN.
 
 Written here with the ``flatbuffers`` Builder, field by field after the schema (slot
 numbers below); read back with :func:`parse_metadata_buffer`, which walks the tables with
@@ -419,7 +421,8 @@ def _image_input(meta: Any, h: int, w: int) -> TensorInfo:
     if not rgb:
         desc += (" The channels are BGR: the metadata schema has no BGR colour space, so "
                  "color_space is UNKNOWN and RGB-only pipelines refuse the model instead of "
-                 "feeding it swapped channels. Swap R and B before feeding.")
+                 "feeding it swapped channels. Swap R and B before feeding, or re-export "
+                 "with the default --channel-order rgb (the flip folded into the first conv).")
     io = meta.extra.get("io", {}).get("input", {})
     if "scale" in io:
         desc += (f" Integer input: q = round(x / {io['scale']:.8g}) + {io['zero_point']} "

@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "quantisable) or gridsample (litert-torch's grid_sample lowering)")
     g.add_argument("--keep-names", action="store_true",
                    help="keep litert-torch's module-path tensor names (debugging; larger file)")
+    g.add_argument("--channel-order", choices=("rgb", "bgr"), default="rgb",
+                   help="input pixel order of the .tflite (default rgb: what phone cameras and "
+                        "MediaPipe deliver; the model's BGR is folded into its first conv, "
+                        "mean/std reordered, metadata says RGB); bgr keeps the trained order")
+    g.add_argument("--bgr", dest="channel_order", action="store_const", const="bgr",
+                   help="same as --channel-order bgr")
     g.add_argument("--require-gpu-delegate", action="store_true",
                    help="fail (write nothing) unless the mobile GPU delegate takes every op; "
                         "the report always lists GPU / Core ML delegate coverage")
@@ -34,4 +40,5 @@ def options(args: argparse.Namespace, precision: str) -> Any:
     return TFLiteOptions(precision=precision, io=args.io, decode_in_graph=args.decode_in_graph,
                          per_channel=not args.per_tensor, keep_names=args.keep_names,
                          dcn=args.dcn,
-                         require_gpu_delegate=getattr(args, "require_gpu_delegate", False))
+                         require_gpu_delegate=getattr(args, "require_gpu_delegate", False),
+                         channel_order=getattr(args, "channel_order", "rgb"))
