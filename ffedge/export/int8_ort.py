@@ -268,3 +268,48 @@ def quantize_weights_only(proto, op_types: tuple[str, ...] = ("DeformConv",)) ->
     proto.graph.node.extend(nodes)
     done = len(replaced)
     return done
+
+
+def compact_qdq(proto) -> None:
+    """Shrink a QDQ model without changing what it computes (in place): identical
+    initializers (per-channel zero points, repeated scales) are stored once, the names the
+    quantiser made up (``<tensor>_QuantizeLinear_Output``, ``..._quantized_scale``, ...)
+    become short ids (keeping a ``_scale``/``_zero_point``/``_quantized`` suffix), and
+    ``value_info`` (optional shape hints) is dropped. Names of the model's own ops and of
+    their outputs are kept, so profiles stay readable. On nano_b these strings were half
+    the INT8 file."""
+    import hashlib
+
+    g = proto.graph
+    outer = {v.name for v in [*g.input, *g.output]}
+    qdq = ("QuantizeLinear", "DequantizeLinear")
+    rename: dict[str, str] = {}
+    first: dict[tuple, str] = {}
+    keep = []
+    for init in g.initializer:
+        bare = type(init)()
+        bare.CopyFrom(init)
+        bare.name = ""
+        key = (init.data_type, tuple(init.dims),
+               hashlib.sha1(bare.SerializeToString(deterministic=True)).hexdigest())
+        if key in first and init.name not in outer:
+            rename[init.name] = first[key]
+            continue
+        role = next((s for s in ("_zero_point", "_scale", "_quantized") if init.name.endswith(s)),
+                    "")
+        short = f"~i{len(keep)}{role}"  # the role suffix stays readable (and testable)
+        first[key] = rename[init.name] = init.name if init.name in outer else short
+        init.name = rename[init.name]
+        keep.append(init)
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    for k, node in enumerate(g.node):
+        if node.op_type in qdq:
+            node.name = f"~{'q' if node.op_type == 'QuantizeLinear' else 'dq'}{k}"
+            for j, out in enumerate(node.output):
+                if out not in outer:
+                    rename[out] = f"~t{k}.{j}"
+    for node in g.node:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+        node.output[:] = [rename.get(o, o) for o in node.output]
+    del g.value_info[:]

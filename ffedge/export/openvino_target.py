@@ -103,6 +103,32 @@ def ir_histogram(model: Any) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def share_constants(model: Any) -> int:
+    """Merge Constant nodes with the same type, shape and bytes into one (in place).
+
+    NNCF gives every FakeQuantize its own four range constants (``input_low`` equals
+    ``output_low`` and many ranges repeat); each is a ``<layer>`` in the IR XML. On small
+    models that XML outweighed the int8 savings in the .bin (nano_b: INT8 IR 964 KiB >
+    FP32 871 KiB). Sharing them removes ~2/3 of the constants; the function is unchanged.
+    Returns how many nodes were merged."""
+    import hashlib
+
+    seen: dict[tuple, Any] = {}
+    merged = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        data = op.get_data()
+        key = (str(op.get_element_type()), tuple(op.get_output_shape(0)),
+               hashlib.sha1(data.tobytes()).hexdigest())
+        if key in seen:
+            op.output(0).replace(seen[key].output(0))
+            merged += 1
+        else:
+            seen[key] = op
+    return merged
+
+
 def nncf_quantize(fp32: Any, dataset, preset: str, excluded: list[str]) -> Any:
     """NNCF post-training quantisation of an ``ov.Model`` on a CalibrationDataset."""
     import logging
@@ -168,6 +194,7 @@ class OpenVinoTarget(Target):
             quantize_qdq(ctx.state["onnx"], q, dataset,
                          QuantOptions(exclude=opts.exclude).with_fallback(keep_float))
             model = convert_onnx(q)
+        share_constants(model)
         ctx.extra["quantization"] = {**opts.describe(), "fallback_nodes": len(keep_float)}
         return self._save(ctx, model, fp16=False)
 
