@@ -167,6 +167,8 @@ def export(target: str | TargetRecord, request: ExportRequest) -> ExportReport:
     with optimize_level(request.optimize), _user_model_errors(record, request), \
             tempfile.TemporaryDirectory(prefix=f"ffedge-{record.name}-") as tmp:
         ctx = _context(record, request, Path(tmp))
+        if request.calibration is not None and request.precision == "int8":
+            ctx.state["plan"] = plan_calibration(request.calibration)  # before any tracing
         impl.prepare(ctx)
         if request.precision == "int8":
             candidate, parity, min_f1, gated = _quantised(impl, ctx, out)
@@ -297,7 +299,7 @@ def _quantised(impl: Target, ctx: ExportContext, out: Path
 
     req = ctx.request
     assert req.calibration is not None
-    plan = plan_calibration(req.calibration)
+    plan = ctx.state["plan"]
     ctx.notes.extend(plan.notes)
     ctx.extra["calibration"] = plan.describe()
     dataset = CalibrationDataset(plan.calib_files, ctx.spec, cache_dir=req.calibration.cache_dir)
