@@ -69,10 +69,11 @@ class ExportCommand:
         precision = self.precision or getattr(args, "precision", self.record.precisions[0])
         cli = self._target_cli()
         options = cli.options(args, precision) if cli is not None else None
+        size = imgsz(args, EXPORT_MEMORY_FACTOR)  # refused before any weights are read
         net = user_model(args)  # --model-def: built and checkpoint-loaded here
         request = ExportRequest(
             net.model_name if net is not None else args.model, resolve_checkpoint(args),
-            args.output, imgsz(args, EXPORT_MEMORY_FACTOR), precision, options,
+            args.output, size, precision, options,
             verify=not args.no_verify, verify_images=args.verify_images,
             calibration=calibration(args), min_f1=getattr(args, "min_f1", None),
             fallback=not getattr(args, "no_fallback", False), threads=args.threads,
