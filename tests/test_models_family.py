@@ -360,3 +360,47 @@ def test_docs_family_table_matches_the_code() -> None:
         assert block in text, (
             "docs/models.md is stale: run `python -m ffedge.models.report --write docs/models.md`"
         )
+
+
+# ---------------------------------------------------------------- INT8 and OpenVINO on the family
+
+
+def test_int8_prep_keeps_coordinate_attention_and_eca_exact(tmp_path) -> None:
+    """Coordinate attention runs one 1x1 conv on both pooled profiles (two ONNX Convs, one
+    weight); cross-layer equalisation must copy that weight before rescaling, or the float
+    graph changes (v2_ca INT8 held-out F1 stuck at 0.971 with every node float). ECA's 1-D
+    conv reads a rank-3 tensor, which the per-channel statistics must accept."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from ffedge.export import int8_prep
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(8, 56, 3, padding=1), nn.ReLU(),
+                          CoordinateAttention(56), ECACBAM(56)).eval()
+    bn = block[2].bn_transform
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    block[2].conv_transform.weight.data[:, ::7] *= 30.0  # uneven channel ranges to equalise
+    path = tmp_path / "attention.onnx"
+    x = torch.rand(1, 8, 32, 24) * 4
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(block, (x,), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"])
+    from ffedge.export.onnx_export import simplify
+
+    proto, _ = simplify(onnx.load(str(path)))  # as the exporter does: one shared CA weight
+    onnx.save(proto, str(path))
+    feeds = [{"x": (torch.rand(1, 8, 32, 24) * 4).numpy()} for _ in range(3)]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = [sess.run(None, f)[0] for f in feeds]
+    assert int8_prep.equalize(proto, feeds) >= 2  # both coordinate-attention profiles
+    after = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for f, w in zip(feeds, want):
+        np.testing.assert_allclose(after.run(None, f)[0], w, rtol=1e-4, atol=1e-4)
+    means = int8_prep.conv_input_means(proto, feeds)
+    eca_in = next(n.input[0] for n in proto.graph.node
+                  if n.op_type == "Conv" and len(n.input) > 1 and "eca" in n.input[1])
+    assert means[eca_in].shape == (1,)
+    convs = sum(n.op_type == "Conv" for n in proto.graph.node)
+    assert int8_prep.bias_correct(proto, means) == convs

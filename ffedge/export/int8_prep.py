@@ -25,18 +25,20 @@ EQUALIZE_ALPHA = 1.0  # 1.0: equalise activation ranges only (best of 0.5/0.75/1
 
 def _channel_stats(proto, names: Sequence[str], feeds: Iterable[dict], stat: str
                    ) -> dict[str, np.ndarray]:
-    """Per-channel (axis 1) max |x| (``stat="absmax"``) or mean of each tensor in ``names``."""
+    """Per-channel (axis 1) max |x| (``stat="absmax"``) or mean of each tensor in ``names``
+    (any rank: ECA's 1-D conv reads a ``[B, 1, C]`` tensor)."""
     sess = session_with_outputs(proto, names)
     acc: dict[str, np.ndarray] = {}
     count = 0
     for feed in feeds:
         count += 1
         for name, v in zip(names, sess.run(list(names), feed)):
+            axes = (0, *range(2, v.ndim))
             if stat == "absmax":
-                m = np.abs(v).max(axis=(0, 2, 3)).astype(np.float64)
+                m = np.abs(v).max(axis=axes).astype(np.float64)
                 acc[name] = np.maximum(acc[name], m) if name in acc else m
             else:
-                m = v.mean(axis=(0, 2, 3)).astype(np.float64)
+                m = v.mean(axis=axes).astype(np.float64)
                 acc[name] = acc[name] + m if name in acc else m
     if stat == "mean":
         acc = {k: v / max(1, count) for k, v in acc.items()}
@@ -45,6 +47,35 @@ def _channel_stats(proto, names: Sequence[str], feeds: Iterable[dict], stat: str
 
 def _group(node) -> int:
     return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
+def unshare_conv_initializers(proto) -> int:
+    """Give every Conv its own copy of a weight/bias initializer that other nodes also read
+    (coordinate attention applies one 1x1 conv to both pooled profiles: two ONNX Convs, one
+    weight). Equalisation and bias correction rescale per conv, so a shared tensor would be
+    changed twice and break the float function. Returns how many inputs were copied."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    readers: dict[str, int] = {}
+    for n in proto.graph.node:
+        for i in set(n.input):
+            readers[i] = readers.get(i, 0) + 1
+    copied = 0
+    for n in proto.graph.node:
+        if n.op_type != "Conv":
+            continue
+        for k in (1, 2):
+            name = n.input[k] if len(n.input) > k else ""
+            if name not in inits or readers[name] < 2:
+                continue
+            fresh = f"{name}__{n.name}"
+            proto.graph.initializer.append(
+                numpy_helper.from_array(numpy_helper.to_array(inits[name]), fresh))
+            n.input[k] = fresh
+            readers[name] -= 1
+            copied += 1
+    return copied
 
 
 def equalizable_pairs(proto) -> list[tuple]:
@@ -74,6 +105,7 @@ def equalize(proto, feeds: Sequence[dict], alpha: float = EQUALIZE_ALPHA) -> int
     """Cross-layer equalisation in place; returns how many conv pairs were rescaled."""
     from onnx import numpy_helper
 
+    unshare_conv_initializers(proto)
     pairs = equalizable_pairs(proto)
     names = sorted({t for c1, a, _ in pairs for t in (c1.output[0], a.output[0])})
     if not names:
@@ -128,6 +160,7 @@ def bias_correct(proto, means: dict[str, np.ndarray], skip: Iterable[str] = (),
     float weights); returns how many convs were corrected."""
     from onnx import numpy_helper
 
+    unshare_conv_initializers(proto)
     inits = {i.name: i for i in proto.graph.initializer}
     skip = set(skip)
     done = 0
@@ -136,7 +169,7 @@ def bias_correct(proto, means: dict[str, np.ndarray], skip: Iterable[str] = (),
                 or len(n.input) < 2 or n.input[1] not in inits):
             continue
         w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
-        dw = (w - int8_weights(w, levels)).sum(axis=(2, 3))  # [out, in/group]
+        dw = (w - int8_weights(w, levels)).sum(axis=tuple(range(2, w.ndim)))  # [out, in/group]
         groups, per_in = _group(n), dw.shape[1]
         mean = means[n.input[0]].reshape(groups, per_in)
         delta = np.einsum("gok,gk->go", dw.reshape(groups, -1, per_in), mean).reshape(-1)
