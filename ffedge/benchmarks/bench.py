@@ -80,6 +80,11 @@ def benchmark(runner: Runner, images: list[np.ndarray], warmup: int = 3, iterati
     faces = [len(decoder(*runner.infer(x), transforms=t, scores_are="probabilities")[0])
              for x, t in batches]
     parity = None
+    if reference is not None and ref_outputs is None and \
+            reference.spec.channel_order != spec.channel_order:
+        # e.g. an RGB .tflite against the BGR torch model: each gets its own channel order
+        ref_outputs = [reference.infer(preprocess(img, reference.spec, spec.input_size)[0][None])
+                       for img in images]
     if reference is not None:
         parity = Comparator(reference, parity_decoder(spec)).run([runner], batches, ref_outputs)[0]
     return BenchResult(
