@@ -34,8 +34,10 @@ DEFAULT_MIN_F1 = 0.98
 TOLERANCES: dict[str, Tolerance] = {
     # float32 re-ordering: measured up to 9.6e-6 (XNNPACK, V1 on real photos); ~10x margin
     "fp32": Tolerance(relative=1e-4, min_f1=1.0),
-    # float16 weights (computed in float32): ~5e-4 relative weight error
-    "fp16": Tolerance(relative=1e-2, min_f1=None),
+    # float16 weights (computed in float32): measured on the 19 shared photos, OpenVINO FP16
+    # worst output error V1 1.4e-2, V2-CA 4.0e-2 of scale (a depthwise conv with weights up
+    # to 52), faces F1 0.996 for both: the detection gate judges, the raw bound catches breakage
+    "fp16": Tolerance(relative=1e-1, min_f1=None),
     "int8": Tolerance(relative=None, min_f1=None),
 }
 
