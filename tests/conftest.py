@@ -41,3 +41,25 @@ def synthetic_images(folder: Path, n: int, size=(200, 260), seed: int = 0) -> Pa
         cv2.circle(img, (size[1] // 2, size[0] // 2), 40, (180, 190, 220), -1)
         cv2.imwrite(str(folder / f"img_{i:02d}.png"), img)
     return folder
+
+
+class ArrayCalibration:
+    """The CalibrationDataset interface ORT's quantiser needs, over in-memory arrays."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def as_ort_reader(self, name):
+        from onnxruntime.quantization import CalibrationDataReader
+
+        arrays = self.arrays
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter(arrays)
+
+            def get_next(self):
+                x = next(self.it, None)
+                return None if x is None else {name: x}
+
+        return Reader()

@@ -19,6 +19,8 @@ from ffedge.export.sensitivity import (  # noqa: E402
     rank_nodes,
 )
 
+from .conftest import ArrayCalibration  # noqa: E402
+
 
 class Tiny(nn.Module):
     """conv -> relu -> conv (one output channel scaled by 1000) -> conv (scaled back) -> conv.
@@ -45,26 +47,6 @@ class Tiny(nn.Module):
         return self.d(x)
 
 
-class _Data:
-    def __init__(self, arrays):
-        self.arrays = arrays
-
-    def as_ort_reader(self, name):
-        from onnxruntime.quantization import CalibrationDataReader
-
-        arrays = self.arrays
-
-        class R(CalibrationDataReader):
-            def __init__(self):
-                self.it = iter(arrays)
-
-            def get_next(self):
-                x = next(self.it, None)
-                return None if x is None else {name: x}
-
-        return R()
-
-
 def _export(net, path):
     x = torch.zeros(1, 3, 32, 32)
     torch.onnx.export(net.eval(), (x,), str(path), input_names=["images"], output_names=["out"],
@@ -78,7 +60,7 @@ def broken(tmp_path):
     _export(net, fp32)
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(6)]
-    quantize_qdq(fp32, qdq, _Data(arrays), QuantOptions(reduce_range=False))
+    quantize_qdq(fp32, qdq, ArrayCalibration(arrays), QuantOptions(reduce_range=False))
     return net, fp32, qdq, arrays
 
 
@@ -134,7 +116,7 @@ def test_real_search_rescues_the_broken_model(broken, tmp_path):
 
     def score(excluded):
         path = tmp_path / f"q{len(excluded)}.onnx"
-        quantize_qdq(fp32, path, _Data(arrays), QuantOptions(reduce_range=False, fallback=tuple(excluded)),
+        quantize_qdq(fp32, path, ArrayCalibration(arrays), QuantOptions(reduce_range=False, fallback=tuple(excluded)),
                      calibration_cache=tmp_path / "calib.json")
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         err = np.mean([np.mean((sess.run(None, {"images": a})[0] - r) ** 2) / np.mean(r ** 2)

@@ -18,25 +18,7 @@ from ffedge.benchmarks.profile import (  # noqa: E402
 from ffedge.errors import FFEdgeError  # noqa: E402
 from ffedge.export.int8_ort import QuantOptions, quantize_qdq  # noqa: E402
 
-
-class _Data:
-    def __init__(self, arrays):
-        self.arrays = arrays
-
-    def as_ort_reader(self, name):
-        from onnxruntime.quantization import CalibrationDataReader
-
-        arrays = self.arrays
-
-        class R(CalibrationDataReader):
-            def __init__(self):
-                self.it = iter(arrays)
-
-            def get_next(self):
-                x = next(self.it, None)
-                return None if x is None else {name: x}
-
-        return R()
+from .conftest import ArrayCalibration  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +32,7 @@ def models(tmp_path_factory):
                       opset_version=17, dynamo=False)
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(4)]
-    quantize_qdq(fp32, int8, _Data(arrays), QuantOptions(reduce_range=False))
+    quantize_qdq(fp32, int8, ArrayCalibration(arrays), QuantOptions(reduce_range=False))
     return fp32, int8, arrays[0]
 
 
