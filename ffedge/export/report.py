@@ -73,7 +73,8 @@ class ExportReport:
                     f"{o['boxes'].max_abs:.2e}, scores {o['scores'].max_abs:.2e}, landmarks "
                     f"{o['landmarks'].max_abs:.2e}; faces {d.matched}/{d.reference} agree "
                     f"(F1 {d.f1:.4f}, {gate})"]
-        lines = [f"  fidelity vs torch FP32 on {p.images} held-out images: precision "
+        which = "held-out images" if self.precision == "int8" else "images"
+        lines = [f"  fidelity vs torch FP32 on {p.images} {which}: precision "
                  f"{d.precision:.4f}, recall {d.recall:.4f}, F1 {d.f1:.4f} ({gate}); faces "
                  f"{d.matched}/{d.reference}, mean |Δscore| {d.mean_abs_dscore:.4f}",
                  f"  raw max abs error: boxes {o['boxes'].max_abs:.3g}, scores "
