@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,7 @@ class ExportContext:
         return self._reference
 
 
-class Target:
+class Target(ABC):
     """What one deployment target supplies to the pipeline (subclass and override)."""
 
     sidecar = False  # also write <artifact>.json
@@ -109,9 +110,9 @@ class Target:
     def prepare(self, ctx: ExportContext) -> None:
         """Trace / convert what every precision starts from (e.g. the FP32 ONNX)."""
 
+    @abstractmethod
     def convert(self, ctx: ExportContext) -> Path:
         """A float candidate at ``ctx.request.precision`` in ``ctx.tmp``."""
-        raise NotImplementedError
 
     def quantise(self, ctx: ExportContext, dataset: Any, keep_float: list[str]) -> Path:
         """An INT8 candidate calibrated on ``dataset`` with ``keep_float`` nodes in float."""
@@ -125,11 +126,11 @@ class Target:
         cls = ctx.record.load_runner_class()
         return cls(path, model_name=ctx.model, threads=ctx.request.threads)
 
+    @abstractmethod
     def write(self, ctx: ExportContext, candidate: Path, meta: ArtifactMetadata,
               paths: list[Path]) -> None:
         """Write the final artifact (with ``meta`` embedded) to the temporary ``paths``
-        (output first, then companions). Default: the candidate's bytes, stamped."""
-        raise NotImplementedError
+        (output first, then companions)."""
 
     def histogram(self, ctx: ExportContext, candidate: Path) -> dict[str, int]:
         return {}
