@@ -97,7 +97,8 @@ class Target(ABC):
     sidecar = False  # also write <artifact>.json
 
     def check(self, request: ExportRequest) -> None:
-        """Refuse an option combination before any work (raise FFEdgeError)."""
+        """Refuse an option combination before any work (raise FFEdgeError). Default: none."""
+        return None
 
     def default_output(self, request: ExportRequest, suffix: str) -> Path:
         tag = "" if request.precision == "fp32" else f"_{request.precision}"
@@ -108,7 +109,9 @@ class Target(ABC):
         return []
 
     def prepare(self, ctx: ExportContext) -> None:
-        """Trace / convert what every precision starts from (e.g. the FP32 ONNX)."""
+        """Trace / convert what every precision starts from (e.g. the FP32 ONNX). Default:
+        nothing shared."""
+        return None
 
     @abstractmethod
     def convert(self, ctx: ExportContext) -> Path:
