@@ -235,22 +235,21 @@ def _output_path(record: TargetRecord, impl: Target, request: ExportRequest) -> 
 def _context(record: TargetRecord, request: ExportRequest, tmp: Path) -> ExportContext:
     from ffedge.digest import file_sha256
 
-    net = request.module
+    net, ckpt = request.module, request.checkpoint
     if net is None:
         from ffedge.models import create_model
         from ffedge.weights import bundled_checkpoint
 
-        if request.checkpoint is None and not request.random_init:
-            request.checkpoint = bundled_checkpoint(request.model)  # like the CLI and create_model
-        net = create_model(request.model, checkpoint=request.checkpoint,
-                           input_size=request.input_size, pretrained=False)
+        if ckpt is None and not request.random_init:
+            ckpt = bundled_checkpoint(request.model)  # like the CLI and create_model
+        net = create_model(request.model, checkpoint=ckpt, input_size=request.input_size,
+                           pretrained=False)
     else:  # a user's model: wrapped, sized, outputs checked; candidates read its spec by name
         from ffedge.models.user import prepare_user_model
         from ffedge.specs import register_spec
 
         net = prepare_user_model(net, request.model, request.input_size)
         register_spec(request.model, net.spec)
-    ckpt = request.checkpoint
     trained = ckpt is not None or bool(getattr(net, "trained", False))
     sha = file_sha256(ckpt) if isinstance(ckpt, (str, Path)) else ""
     ctx = ExportContext(request, record, net, net.spec, tmp, trained, sha)
