@@ -100,7 +100,8 @@ def export_candidate(cfg: SweepConfig, cand: Candidate, out_dir: Path) -> tuple[
     calib = Calibration(cfg.images) if cand.precision == "int8" else None
     request = ExportRequest(cfg.model, cfg.checkpoint, out_dir / f"{cand.key}{cand.suffix}",
                             cand.size, cand.precision, options=options,
-                            verify=cand.precision != "fp32", calibration=calib)
+                            verify=cand.precision != "fp32", calibration=calib,
+                            random_init=cfg.checkpoint is None)  # same weights as the reference
     report = export(cand.target, request)
     facts = {"export_s": round(report.seconds, 1), "size_bytes": report.size_bytes,
              "float_nodes": len(report.excluded)}
