@@ -54,8 +54,8 @@ class ExportCommand:
                             "trained weights, noise for random ones)")
         p.add_argument("--no-verify", action="store_true", help="skip float verification")
         p.add_argument("--threads", type=int, default=None, help="threads for verification")
-        p.add_argument("--optimize", type=int, choices=(0, 1, 2), default=0,
-                       help="graph passes: 0 = as traced, 1 = exact fusions (merged heads, "
+        p.add_argument("--optimize", type=int, choices=(0, 1, 2), default=1,
+                       help="graph passes: 0 = as traced, 1 (default) = exact fusions (merged heads, "
                             "folded BN/shuffle/softmax, leaner DCN), 2 = runtime forms")
         if "int8" in self.record.precisions:
             add_quant_args(p, required=self.precision == "int8")

@@ -52,7 +52,7 @@ class ExportRequest:
     threads: int | None = None
     module: Any = None  # a user's nn.Module (with .spec) instead of a zoo model
     random_init: bool = False  # True: the seeded random init even when bundled weights exist
-    optimize: int = 0  # graph passes level for every traced graph (ffedge.export.passes)
+    optimize: int = 1  # graph passes level (ffedge.export.passes.DEFAULT_LEVEL) for every traced graph (ffedge.export.passes)
 
 
 @dataclass

@@ -28,7 +28,7 @@ DEFAULT_LEVEL = 1
 PROBE_SIZE = 64
 #: A pass must reproduce the model before it within this (relative to output magnitude).
 PROBE_RTOL = 1e-5
-_LEVEL: contextvars.ContextVar[int] = contextvars.ContextVar("ffedge_optimize", default=0)
+_LEVEL: contextvars.ContextVar[int] = contextvars.ContextVar("ffedge_optimize", default=DEFAULT_LEVEL)
 
 
 @contextlib.contextmanager
