@@ -5,8 +5,8 @@ Exports each model at every requested level, then times all variants of one runt
 input, and reports the median. ms per conv-GMAC uses the conv MACs of the level-0 graph for
 every level (passes must not buy speed by moving arithmetic out of convs).
 
-    python scripts/bench_graph_passes.py --models nano_b v1 --runtimes onnxruntime openvino \
-        --levels 0 1 2 --threads 2 --rounds 30 [--profile]
+    python scripts/bench_graph_passes.py --models nano_b v1 v2_ca eca_cbam \
+        --runtimes onnxruntime openvino --levels 0 1 2 --threads 2 --rounds 30 [--profile]
 
 Not a test: numbers depend on the machine and its load.
 """
@@ -46,14 +46,12 @@ def conv_gmacs(proto) -> float:
 
 
 def export(model: str, level: int, dcn: str, size: int):
-    from ffedge.export.onnx_export import OnnxOptions, node_histogram, trace_to_onnx
-    from ffedge.export.passes import optimize_module, optimize_onnx
+    from ffedge.export.onnx_export import OnnxOptions, trace_to_onnx
     from ffedge.models import create_model
 
-    net = create_model(model, CHECKPOINTS.get(model))
-    graph = trace_to_onnx(optimize_module(net, level), (size, size), OnnxOptions(dcn=dcn))
-    proto = optimize_onnx(graph.proto, level)
-    return proto, sum(node_histogram(proto).values())
+    net = create_model(model, CHECKPOINTS.get(model))  # zoo: bundled weights where they exist
+    graph = trace_to_onnx(net, (size, size), OnnxOptions(dcn=dcn, optimize=level))
+    return graph.proto, sum(graph.node_histogram.values())
 
 
 def ort_session(path: Path, threads: int, profile: str | None = None):

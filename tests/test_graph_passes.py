@@ -130,6 +130,45 @@ def test_affine_grid_dcn_is_bit_exact():
     assert torch.equal(holder[0](x), ref)
 
 
+def _real_offsets(dcn, seed=0):
+    torch.manual_seed(seed)
+    for conv in (dcn.offset_conv, dcn.modulator_conv):  # real offsets, not the zero init
+        nn.init.normal_(conv.weight, std=0.3)
+        nn.init.normal_(conv.bias, std=0.5)
+    return dcn
+
+
+@pytest.mark.parametrize(("cin", "cout", "stride"), [(8, 6, 1), (6, 12, 1), (8, 4, 2)])
+def test_tap_major_dcn_equal(cin, cout, stride):
+    """Kernel before sampling (level 2) == sampling before kernel, incl. out-of-map taps,
+    stride 2 and Cout > Cin; the native lowering still exports as one DeformConv."""
+    from ffedge.export.passes.dcn_tap import TapMajorDCN, tap_major_dcn
+
+    dcn = _real_offsets(DeformableConv2d(cin, cout, stride=stride)).eval()
+    nn.init.normal_(dcn.regular_conv.weight)
+    x = torch.randn(2, cin, 11, 14)
+    holder = nn.Sequential(dcn)
+    ref = dcn(x)
+    assert affine_grid_dcn(holder) == 1 and tap_major_dcn(holder) == 1
+    assert isinstance(holder[0], TapMajorDCN) and isinstance(holder[0], DeformableConv2d)
+    out = holder[0](x)
+    assert out.shape == ref.shape
+    assert float((out - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+    holder[0].lowering = "native"
+    buf = __import__("io").BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(holder.eval(), (x,), buf, opset_version=19, dynamo=False)
+    ops = [n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node]
+    assert ops.count("DeformConv") == 1 and "GridSample" not in ops
+
+
+def test_level_2_adds_the_tap_major_dcn(v1):
+    opt = optimize_module(v1, 2)
+    assert "tap_major_dcn: 15" in opt.graph_passes
+    assert "tap_major_dcn: nothing to do" in optimize_module(create_model("nano_b",
+                                                         pretrained=False), 2).graph_passes
+
+
 def test_optimize_module_reports_each_pass(nano):
     opt = optimize_module(nano, 1)
     assert opt is not nano and getattr(opt, "emits_scores", False)
@@ -221,24 +260,38 @@ def test_global_pool_rewrite():
 # --- end to end: V1 with its published weights on the shared photos ----------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dcn", ["native", "gridsample"])
-def test_v1_level1_onnx_agrees_on_real_photos(tmp_path, v1, dcn, shared_images):
+@pytest.mark.parametrize(("model", "dcn", "level"), [
+    ("v1", "native", 1), ("v1", "gridsample", 1), ("v1", "gridsample", 2),
+    ("v2_ca", "native", 1), ("eca_cbam", "gridsample", 2),
+])
+def test_optimised_onnx_agrees_on_real_photos(tmp_path, v1, model, dcn, level, shared_images):
+    """Each level's graph vs the plain one (level 0), trained weights, 6 real photos."""
     from ffedge.export.verify import photo_batches, verify_runner
     from ffedge.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 
+    net = v1 if model == "v1" else create_model(model).eval()  # bundled trained weights
     paths = {}
-    for level in (0, 1):
-        graph = trace_to_onnx(optimize_module(v1, level), (640, 640), OnnxOptions(dcn=dcn))
-        paths[level] = tmp_path / f"v1_{level}.onnx"
-        paths[level].write_bytes(optimize_onnx(graph.proto, level).SerializeToString())
-    runners = {lvl: OnnxRuntimeRunner(p, model_name="v1", threads=2) for lvl, p in paths.items()}
+    for lvl in (0, level):
+        graph = trace_to_onnx(net, (640, 640), OnnxOptions(dcn=dcn, optimize=lvl))
+        paths[lvl] = tmp_path / f"{model}_{lvl}.onnx"
+        paths[lvl].write_bytes(graph.proto.SerializeToString())
+    runners = {lvl: OnnxRuntimeRunner(p, model_name=model, threads=2) for lvl, p in paths.items()}
+    if level == 2:  # the tap-major DCN form really is in the graph
+        assert "ReduceSum" in node_types(paths[2]) and "MatMul" not in node_types(paths[2])
     images = sorted(shared_images.glob("*.jpg"))[:6]
-    report = verify_runner(runners[0], runners[1], photo_batches(runners[0].spec, images))
+    report = verify_runner(runners[0], runners[level], photo_batches(runners[0].spec, images))
     assert report.detections.reference > 20
     assert report.detections.f1 == 1.0
     assert report.outputs["scores"].max_abs <= 1e-5
+    # level 1 is exact up to float rounding of folded constants; level 2's tap-major DCN
+    # sums in another order (measured: ECA-CBAM 1.2e-5 of the output scale, V1 < 1e-5)
+    bound = 1e-5 if level == 1 else 2e-5
     for name in ("boxes", "landmarks"):
-        assert report.outputs[name].relative_to_scale() <= 1e-5, report.outputs[name]
+        assert report.outputs[name].relative_to_scale() <= bound, report.outputs[name]
+
+
+def node_types(path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
 
 
 def test_pipeline_level_reaches_trace_to_onnx(nano):

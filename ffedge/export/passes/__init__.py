@@ -70,6 +70,7 @@ def _torch_passes(level: int) -> list[tuple[str, Callable[[nn.Module], nn.Module
     from ffedge.export.passes.attention import pair_channel_attention
     from ffedge.export.passes.bn_fold import drop_identities, fold_batchnorm
     from ffedge.export.passes.dcn_grid import affine_grid_dcn
+    from ffedge.export.passes.dcn_tap import tap_major_dcn
     from ffedge.export.passes.heads import merge_heads
 
     if level <= 0:
@@ -81,6 +82,8 @@ def _torch_passes(level: int) -> list[tuple[str, Callable[[nn.Module], nn.Module
         ("merge_heads", merge_heads),
         ("affine_grid_dcn", affine_grid_dcn),
     ]
+    if level >= 2:  # runtime forms
+        passes.append(("tap_major_dcn", tap_major_dcn))
     return passes
 
 

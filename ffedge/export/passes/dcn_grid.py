@@ -6,10 +6,12 @@ builds the sampling grid from the offsets with ~24 small ops (aranges, gathers, 
 stack) and applies the kernel as Reshape + MatMul. Here:
 
 - the factor 2 moves into the kernel (exact: a power of two), for both lowerings;
-- a copy of the offset conv with rows reordered to ``(x, y)`` per tap (``offset_xy``; the
-  native lowering keeps the original), so the grid is one chain of per-channel elementwise
-  ops on the offsets, ``(2 * (offsets + positions) + 1) / (W|H) - 1`` (the reference's
-  arithmetic, op for op: the grid is bit-identical), then one Reshape/Transpose/Reshape;
+- one conv for offsets and mask logits (both read the same 3x3 window), the offset rows
+  reordered to ``(x, y)`` per tap (the native lowering keeps the original convs), so the
+  grid is one chain of per-channel elementwise ops on the offsets,
+  ``(2 * (offsets + positions) + 1) / (W|H) - 1`` (the reference's arithmetic, op for op:
+  the grid is bit-identical; positions as two small broadcast constants), then one
+  Reshape/Transpose/Reshape;
 - the mask multiply and MatMul stay as in the reference, with a constant ``[Cout, C*k]``
   kernel. (Measured slower on OpenVINO: a 1x1 Conv over the ``C*k`` channels, and the mask
   as a ``[B, 1, k*Ho, Wo]`` broadcast; both reorder the big sampled map to a blocked layout.)
@@ -39,12 +41,17 @@ class AffineGridDCN(DeformableConv2d):
         self.lowering = dcn.lowering
         k = kh * kw
         swap = torch.arange(2 * k).reshape(k, 2).flip(1).reshape(-1)  # (dy, dx) -> (dx, dy)
-        self.offset_xy = nn.Conv2d(conv.in_channels, 2 * k, (kh, kw), dcn.stride, dcn.padding)
+        # offsets as (x, y) per tap, then the mask logits: one conv over the shared 3x3 window
+        # (and a Slice after it, which also keeps OpenVINO from folding the conv bias into
+        # a per-DCN [2k, Ho, Wo] position constant)
+        self.offset_mask = nn.Conv2d(conv.in_channels, 3 * k, (kh, kw), dcn.stride, dcn.padding)
         with torch.no_grad():
             self.offset_conv.load_state_dict(dcn.offset_conv.state_dict())
-            self.offset_xy.weight.copy_(dcn.offset_conv.weight[swap])
-            self.offset_xy.bias.copy_(dcn.offset_conv.bias[swap])
             self.modulator_conv.load_state_dict(dcn.modulator_conv.state_dict())
+            self.offset_mask.weight.copy_(torch.cat((dcn.offset_conv.weight[swap],
+                                                     dcn.modulator_conv.weight)))
+            self.offset_mask.bias.copy_(torch.cat((dcn.offset_conv.bias[swap],
+                                                   dcn.modulator_conv.bias)))
             self.regular_conv = nn.Conv2d(conv.in_channels, conv.out_channels, (kh, kw),
                                           dcn.stride, dcn.padding, bias=conv.bias is not None)
             self.regular_conv.weight.copy_(2.0 * conv.weight)
@@ -54,34 +61,46 @@ class AffineGridDCN(DeformableConv2d):
         self.kernel_2d = nn.Parameter(self.regular_conv.weight.detach().reshape(
             conv.out_channels, conv.in_channels * k).clone())
 
+    def _offsets_and_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(offsets as (x, y) per tap, sigmoid mask)`` from the one offset+mask conv."""
+        om = self.offset_mask(x)
+        k2 = 2 * self.kh * self.kw
+        return om[:, :k2], torch.sigmoid(om[:, k2:])
+
     def _grid_terms(self, h: int, w: int, ho: int, wo: int, like: torch.Tensor):
-        """Per ``(x, y)`` channel pair: tap positions ``base + tap`` and the divisor ``W|H``."""
+        """Per ``(x, y)`` channel pair the tap positions ``base + tap`` as two small broadcast
+        constants — ``[2k, 1, Wo]`` (zero on y rows) and ``[2k, Ho, 1]`` (zero on x rows):
+        ``off + along_x + along_y`` equals ``off + positions`` exactly (one term of every
+        element is 0), without a ``[2k, Ho, Wo]`` constant per DCN in the file — and the
+        divisor ``W|H``."""
         k = self.kh * self.kw
         dt, dev = like.dtype, like.device
         tap_y = torch.arange(self.kh, dtype=dt, device=dev).repeat_interleave(self.kw)
         tap_x = torch.arange(self.kw, dtype=dt, device=dev).repeat(self.kh)
         py = torch.arange(ho, dtype=dt, device=dev) * self.stride - self.padding
         px = torch.arange(wo, dtype=dt, device=dev) * self.stride - self.padding
-        pos_x = (px.reshape(1, 1, wo) + tap_x.reshape(k, 1, 1)).expand(k, ho, wo)
-        pos_y = (py.reshape(1, ho, 1) + tap_y.reshape(k, 1, 1)).expand(k, ho, wo)
-        pos = torch.stack((pos_x, pos_y), dim=1).reshape(2 * k, ho, wo)
+        zx, zy = torch.zeros(k, 1, wo, dtype=dt, device=dev), torch.zeros(k, ho, 1, dtype=dt,
+                                                                            device=dev)
+        along_x = torch.stack((px.reshape(1, 1, wo) + tap_x.reshape(k, 1, 1), zx), dim=1)
+        along_y = torch.stack((zy, py.reshape(1, ho, 1) + tap_y.reshape(k, 1, 1)), dim=1)
         size = torch.tensor([float(w), float(h)], dtype=dt, device=dev).repeat(k)
-        return pos, size.reshape(2 * k, 1, 1)
+        return (along_x.reshape(2 * k, 1, wo), along_y.reshape(2 * k, ho, 1),
+                size.reshape(2 * k, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = torch.sigmoid(self.modulator_conv(x))
         weight, bias = self.regular_conv.weight, self.regular_conv.bias
         if self.lowering == "native" and torch.onnx.is_in_onnx_export():
             if bias is None:
                 bias = torch.zeros(weight.shape[0], dtype=x.dtype, device=x.device)
+            mask = torch.sigmoid(self.modulator_conv(x))
             return _NativeDeformConv.apply(x, weight, self.offset_conv(x), mask, bias,
                                            self.stride, self.padding, 1)
-        off = self.offset_xy(x)
         b, c, h, w = x.shape
+        off, mask = self._offsets_and_mask(x)
         k, (ho, wo) = self.kh * self.kw, off.shape[-2:]
-        pos, size = self._grid_terms(h, w, ho, wo, x)
+        along_x, along_y, size = self._grid_terms(h, w, ho, wo, x)
         # the reference's arithmetic, op for op, so the grid is bit-identical
-        grid = ((2.0 * (off + pos) + 1.0) / size - 1.0).reshape(b, k, 2, ho, wo)
+        grid = ((2.0 * (off + along_x + along_y) + 1.0) / size - 1.0).reshape(b, k, 2, ho, wo)
         grid = grid.permute(0, 1, 3, 4, 2)
         sampled = F.grid_sample(x, grid.reshape(b, k * ho, wo, 2), mode="bilinear",
                                 padding_mode="zeros", align_corners=False)
