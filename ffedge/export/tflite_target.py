@@ -274,6 +274,11 @@ class TFLiteTarget(Target):
                 ctx.notes.append("deformable convs lowered through grid_sample: large "
                                  "constants, slow in TFLite and no INT8 (see docs/mobile.md)")
         folded = _graph_passes(ctx, folded)
+        if opts.precision == "int8" and ctx.extra.get("dcn") == "gather":
+            from ffedge.export.tflite_equalize import equalise_backbone
+
+            ctx.notes.append(f"backbone equalised for int8 ({equalise_backbone(folded)} conv "
+                             "pairs)")
         folded = _serve_channel_order(ctx, folded, opts.channel_order)
         h, w = ctx.spec.input_size
         ctx.spec = ctx.spec.with_layout("NHWC")
@@ -304,6 +309,8 @@ class TFLiteTarget(Target):
         from ffedge.models.dcn import DeformableConv2d
 
         opts: TFLiteOptions = ctx.state["opts"]
+        if ctx.extra.get("dcn") == "gather":  # PT2E never converts the DCN models: see tflite_quant
+            return self._quantise_converted(ctx, dataset, keep_float)
         float_modules = (DeformableConv2d,) if opts.dcn == "gridsample" else (Sampler,)
         inner, quantizer = quantize_pt2e(ctx.state["wrapper"], ctx.state["example"], dataset,
                                          opts.per_channel, float_modules)
@@ -313,18 +320,55 @@ class TFLiteTarget(Target):
             "activations": "int8 asymmetric per-tensor (histogram observer)"}
         return self._finish(ctx, inner, QuantConfig(pt2e_quantizer=quantizer))
 
-    def _finish(self, ctx: ExportContext, inner: Any, quant_config: Any) -> Path:
+    def _quantise_converted(self, ctx: ExportContext, dataset: Any, keep_float: list[str]
+                            ) -> Path:
+        """INT8 by ai-edge-quantizer on the FP32 ``.tflite`` (converted once, names kept,
+        reused by every fallback trial); the DCN sampling stays float."""
+        from ffedge.export.tflite_quant import (
+            DECODE_SCOPE,
+            fuse_float_islands,
+            quantize_float_tflite,
+        )
+
+        opts: TFLiteOptions = ctx.state["opts"]
+        if "float_tflite" not in ctx.state:
+            ctx.state["float_tflite"] = self._convert(ctx, ctx.state["wrapper"], None, "fp32")
+        log(f"quantising the converted {ctx.model} with ai-edge-quantizer ...")
+        scopes = [*keep_float, DECODE_SCOPE] if opts.decode_in_graph else list(keep_float)
+        samples = (x for (x,) in dataset.representative_dataset(nhwc=True))
+        data = quantize_float_tflite(ctx.state["float_tflite"], samples, opts.per_channel,
+                                     scopes, ctx.request.threads)
+        ctx.state["float_scopes"] = True
+        data = fuse_float_islands(data)  # int8 LEAKY_RELU instead of float round trips
+        ctx.extra["quantization"] = {
+            "backend": "ai-edge-quantizer static (after litert-torch FP32 conversion)",
+            "weights": "int8 symmetric " + ("per-channel" if opts.per_channel else "per-tensor"),
+            "activations": "int8 asymmetric per-tensor (min/max)",
+            "float": "DCN sampling (positions, bilinear weights, masks, gathers), "
+                     "backbone stage1"
+                     + (", decoding" if opts.decode_in_graph else "")}
+        return self._postprocess(ctx, data)
+
+    def _convert(self, ctx: ExportContext, inner: Any, quant_config: Any, label: str) -> bytes:
         from ffedge.export.tflite_decode import DecodeInGraph, NamedOutputs
 
         opts: TFLiteOptions = ctx.state["opts"]
         module = DecodeInGraph(inner, ctx.spec) if opts.decode_in_graph else NamedOutputs(inner)
-        log(f"converting {ctx.model} ({opts.precision}) with litert-torch ...")
-        data = convert(module, ctx.state["example"], quant_config)
+        log(f"converting {ctx.model} ({label}) with litert-torch ...")
+        return convert(module, ctx.state["example"], quant_config)
+
+    def _finish(self, ctx: ExportContext, inner: Any, quant_config: Any) -> Path:
+        opts: TFLiteOptions = ctx.state["opts"]
+        return self._postprocess(ctx, self._convert(ctx, inner, quant_config, opts.precision))
+
+    def _postprocess(self, ctx: ExportContext, data: bytes) -> Path:
+        opts: TFLiteOptions = ctx.state["opts"]
         if not opts.keep_names:
             data = tfb.strip_names(data)
         if opts.precision == "int8":
             data = tfb.retype_io(data, opts.io, keep_float_outputs=opts.decode_in_graph)
-            data = tfb.int8_float_weights(data)  # convs PT2E left in float: int8 weights
+            if not ctx.state.get("float_scopes"):  # convs PT2E left in float: int8 weights
+                data = tfb.int8_float_weights(data)  # (not those kept float on purpose)
         _delegate_check(ctx, opts, data)
         ctx.extra["io"] = tfb.io_contract(data)
         ctx.details["ops"] = sum(tfb.op_histogram(data).values())
