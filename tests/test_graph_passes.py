@@ -169,6 +169,31 @@ def test_level_2_adds_the_tap_major_dcn(v1):
                                                          pretrained=False), 2).graph_passes
 
 
+@pytest.mark.slow
+def test_each_target_has_its_default_level(tmp_path):
+    """No --optimize: onnx runs level 1, openvino level 2 (its tap-major DCN); both recorded
+    in the artifact's metadata; an explicit level wins."""
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    from ffedge.artifact.formats import read_onnx
+    from ffedge.artifact.metadata import read_sidecar
+    from ffedge.export.pipeline import ExportRequest, export
+
+    def request(name, **kw):
+        return ExportRequest("v1", output=tmp_path / name, input_size=(96, 96), verify=False, **kw)
+
+    onnx_out = export("onnx", request("v1.onnx")).path
+    assert read_onnx(onnx.load(str(onnx_out))).extra["optimize"] == 1
+    ir = export("openvino", request("v1.xml")).path
+    assert read_sidecar(ir).extra["optimize"] == 2
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(ir)).get_ops()}
+    assert "ReduceSum" in ops and "MatMul" not in ops  # tap-major, not sample-then-MatMul
+    ir0 = export("openvino", request("v1_0.xml", optimize=0)).path
+    assert read_sidecar(ir0).extra["optimize"] == 0
+    assert "MatMul" in {op.get_type_name() for op in ov.Core().read_model(str(ir0)).get_ops()}
+
+
 def test_optimize_module_reports_each_pass(nano):
     opt = optimize_module(nano, 1)
     assert opt is not nano and getattr(opt, "emits_scores", False)

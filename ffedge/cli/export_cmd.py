@@ -54,9 +54,10 @@ class ExportCommand:
                             "trained weights, noise for random ones)")
         p.add_argument("--no-verify", action="store_true", help="skip float verification")
         p.add_argument("--threads", type=int, default=None, help="threads for verification")
-        p.add_argument("--optimize", type=int, choices=(0, 1, 2), default=1,
-                       help="graph passes: 0 = as traced, 1 (default) = exact fusions (merged heads, "
-                            "folded BN/shuffle/softmax, leaner DCN), 2 = runtime forms")
+        p.add_argument("--optimize", type=int, choices=(0, 1, 2), default=None,
+                       help="graph passes: 0 = as traced, 1 = exact fusions (merged heads, "
+                            "folded BN/shuffle/softmax, leaner DCN), 2 = + runtime forms "
+                            "(tap-major DCN); default: 2 for openvino, else 1")
         if "int8" in self.record.precisions:
             add_quant_args(p, required=self.precision == "int8")
         cli = self._target_cli()

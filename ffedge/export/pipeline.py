@@ -52,7 +52,7 @@ class ExportRequest:
     threads: int | None = None
     module: Any = None  # a user's nn.Module (with .spec) instead of a zoo model
     random_init: bool = False  # True: the seeded random init even when bundled weights exist
-    optimize: int = 1  # graph passes level (ffedge.export.passes.DEFAULT_LEVEL) for every traced graph (ffedge.export.passes)
+    optimize: int | None = None  # graph passes level (ffedge.export.passes); None: the target's
 
 
 @dataclass
@@ -95,6 +95,9 @@ class Target(ABC):
     """What one deployment target supplies to the pipeline (subclass and override)."""
 
     sidecar = False  # also write <artifact>.json
+    #: graph passes level when the request gives none (``ffedge.export.passes``: 1 = the
+    #: exact passes; a target whose runtime measured faster with level 2's forms says 2)
+    default_optimize = 1
 
     def check(self, request: ExportRequest) -> None:
         """Refuse an option combination before any work (raise FFEdgeError). Default: none."""
@@ -168,9 +171,11 @@ def export(target: str | TargetRecord, request: ExportRequest) -> ExportReport:
     out = _output_path(record, impl, request)
     from ffedge.export.passes import optimize_level
 
-    with optimize_level(request.optimize), _user_model_errors(record, request), \
+    level = impl.default_optimize if request.optimize is None else request.optimize
+    with optimize_level(level), _user_model_errors(record, request), \
             tempfile.TemporaryDirectory(prefix=f"ffedge-{record.name}-") as tmp:
         ctx = _context(record, request, Path(tmp))
+        ctx.extra["optimize"] = level  # in the artifact's metadata
         if request.calibration is not None and request.precision == "int8":
             ctx.state["plan"] = plan_calibration(request.calibration)  # before any tracing
         impl.prepare(ctx)
