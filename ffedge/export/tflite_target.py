@@ -87,13 +87,15 @@ def litert() -> Any:
 
 @contextlib.contextmanager
 def _quiet() -> Any:
-    """litert-torch prints a progress tree on stdout and absl logs on stderr; keep our
-    one-line CLI output readable (set FFEDGE_VERBOSE=1 to see them)."""
+    """litert-torch prints a progress tree on stdout and absl logs on stderr, and its FP16
+    recipe (ai-edge-quantizer) progress bars on stderr; keep our one-line CLI output
+    readable (set FFEDGE_VERBOSE=1 to see them)."""
     if os.environ.get("FFEDGE_VERBOSE"):
         yield
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         yield
