@@ -310,3 +310,45 @@ def test_v1_int8_tflite_passes_the_gate_on_real_photos(tmp_path, shared_images):
     int8_convs = sum(1 for op in sg.operators if op.inputs and len(op.inputs) > 1
                      and sg.tensors[op.inputs[1]].type == 9)  # INT8 weights
     assert int8_convs >= 40 and hist["GATHER_ND"] == 60  # most convs int8; sampling kept
+
+
+def test_fuse_float_islands_makes_leaky_relu_int8_with_the_same_outputs():
+    """ai-edge-quantizer leaves LEAKY_RELU float (DEQUANTIZE -> op -> QUANTIZE); the fusion
+    rewires each island into one int8 op and the outputs stay within quantisation steps."""
+    import torch
+
+    from ffedge.export.tflite_quant import fuse_float_islands, quantize_float_tflite
+    from ffedge.export.tflite_target import convert
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LeakyReLU(0.1),
+                              torch.nn.Conv2d(8, 4, 3, padding=1), torch.nn.LeakyReLU(0.1))
+
+    class Nhwc(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = net  # scope names like the deployment wrapper's
+
+        def forward(self, images):
+            return self.inner(images.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    example = torch.zeros(1, 16, 16, 3)
+    rng = np.random.default_rng(0)
+    samples = [rng.normal(0, 40, (1, 16, 16, 3)).astype(np.float32) for _ in range(8)]
+    quant = quantize_float_tflite(convert(Nhwc(), example), samples)
+    fused = fuse_float_islands(quant)
+    before, after = tfb.op_histogram(quant), tfb.op_histogram(fused)
+    assert before["LEAKY_RELU"] == after["LEAKY_RELU"] == 2
+    assert sum(before.values()) - sum(after.values()) == 4  # 2 x (DEQUANTIZE + QUANTIZE)
+
+    def run(data):
+        it = Interpreter(model_content=data)
+        runner = it.get_signature_runner()
+        inp = it.get_input_details()[0]
+        scale, zp = inp["quantization"]
+        x = np.clip(np.round(samples[0] / scale) + zp, -128, 127).astype(np.int8)
+        out = next(iter(runner(images=x).values()))
+        return out.astype(np.int32)
+
+    diff = np.abs(run(quant) - run(fused))  # one rounding of each island moves by <= 1 step,
+    assert diff.max() <= 2 and diff.mean() < 0.2  # the next conv may carry it to 2
