@@ -139,7 +139,8 @@ def test_v1_int8_defaults_pass_the_gate_on_real_photos(tmp_path, shared_images, 
     meta = load_runner(artifact=out).info.extra["metadata"].extra
     assert meta["fidelity"]["f1"] >= 0.98 and meta["calibration"]["eval_images"] == 6
     int8, total = int8_conv_count(onnx.load(str(out)))
-    assert total == 87 and int8 >= 0.75 * total, (int8, total)
+    # 87 convs as traced, 81 with the default graph passes (one merged head conv per level)
+    assert total in (81, 87) and int8 >= 0.75 * total, (int8, total)
 
 
 @pytest.mark.slow

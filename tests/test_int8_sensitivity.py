@@ -223,3 +223,86 @@ def _export_n(net, path, channels):
     x = torch.zeros(1, channels, 32, 32)
     torch.onnx.export(net.eval(), (x,), str(path), input_names=["images"], output_names=["out"],
                       opset_version=17, dynamo=False)
+
+
+class ConvRelu(nn.Module):
+    """conv -> relu -> conv: ORT's QDQ quantiser removes the Relu and lets the Q/DQ range
+    (starting at 0) do the clamp."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_a_relu_folded_into_qdq_is_not_counted_as_noise(tmp_path):
+    """The measured noise of the Relu's output is quantisation noise (~1e-4 of its power
+    at 8 bits), not the Relu itself (about half the signal before the fix)."""
+    from ffedge.export.sensitivity import measure_tensor_noise
+
+    fp32, qdq = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
+    _export(ConvRelu(), fp32)
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    quantize_qdq(fp32, qdq, ArrayCalibration(arrays), QuantOptions(reduce_range=False))
+    qproto = onnx.load(str(qdq))
+    assert "Relu" not in {n.op_type for n in qproto.graph.node}  # folded by the quantiser
+    relu_out = next(n.output[0] for n in onnx.load(str(fp32)).graph.node if n.op_type == "Relu")
+    feeds = [{"images": a} for a in arrays[:2]]
+    for fproto in (onnx.load(str(fp32)), qproto):  # with and without the float graph
+        noise, power, _ = measure_tensor_noise(fproto, qproto, feeds)
+        assert noise[relu_out] < 1e-2 * power[relu_out], (noise[relu_out], power[relu_out])
+
+
+# --- per-tensor calibration choice (ffedge/export/int8_ranges.py) ---------------------------
+
+def test_range_choice_by_measured_qdq_noise():
+    """The histogram estimate matches real uint8 Q/DQ error; a tensor with rare huge
+    outliers gets a percentile cut, a uniform one keeps its MinMax range."""
+    from ffedge.export.int8_ranges import BINS, choose, qdq_noise
+
+    rng = np.random.default_rng(0)
+
+    def hist_of(v):
+        lo, hi = float(v.min()), float(v.max())
+        idx = np.clip(((v - lo) * (BINS / (hi - lo))).astype(np.int64), 0, BINS - 1)
+        return np.bincount(idx, minlength=BINS), lo, hi
+
+    def real_noise(v, a, b):
+        a, b = min(a, 0.0), max(b, 0.0)
+        s = (b - a) / 255
+        zp = np.round(-a / s)
+        q = np.clip(np.round(v / s) + zp, 0, 255)
+        return float(np.mean(((q - zp) * s - v) ** 2))
+
+    spiky = np.concatenate([rng.standard_normal(1_000_000), [30.0, -30.0]]).astype(np.float32)
+    h, lo, hi = hist_of(spiky)
+    # steps wider than the data's spread: the step^2/12 model is rough, still the same size
+    assert qdq_noise(h, lo, hi, lo, hi) == pytest.approx(real_noise(spiky, lo, hi), rel=0.2)
+    method, a, b = choose(h, lo, hi)
+    assert qdq_noise(h, lo, hi, a, b) == pytest.approx(real_noise(spiky, a, b), rel=0.05)
+    assert method.startswith("percentile") and b < 10 and a > -10
+    assert real_noise(spiky, a, b) < 0.5 * real_noise(spiky, lo, hi)
+    flat = rng.uniform(-1, 3, 200_000).astype(np.float32)
+    assert choose(*hist_of(flat))[0] == "minmax"
+
+
+def test_auto_calibration_writes_ranges_the_quantiser_uses(tmp_path, broken):
+    """``method="auto"``: the chosen ranges go through ORT's calibration cache; the outlier
+    channel's tensor gets a cut range, and the model quantises and runs."""
+    import json
+
+    import onnxruntime as ort
+
+    _, fp32, _, arrays = broken
+    out, cache = tmp_path / "auto.onnx", tmp_path / "ranges.json"
+    quantize_qdq(fp32, out, ArrayCalibration(arrays), QuantOptions(method="auto",
+                 reduce_range=False), calibration_cache=cache)
+    data = json.loads(cache.read_text())["data"]
+    assert data and all({"lowest", "highest"} <= set(v) for v in data.values())
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert np.isfinite(sess.run(None, {"images": arrays[0]})[0]).all()

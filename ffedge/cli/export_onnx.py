@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("onnxruntime QDQ (int8)")
     q.add_argument("--symmetric", action="store_true",
                    help="int8 symmetric activations (TensorRT explicit quantisation, NPUs)")
-    q.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    q.add_argument("--method", choices=("minmax", "entropy", "percentile", "auto"),
+                   default="minmax", help="activation ranges; auto: per tensor, the range "
+                   "with the least measured Q/DQ noise (docs/int8.md)")
     q.add_argument("--exclude", nargs="*", default=[], help="node names or op types kept in float")
     q.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
                    help="7-bit weights; auto: on for uint8 activations on x86 CPUs without VNNI")

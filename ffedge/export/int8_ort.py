@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ffedge.errors import FFEdgeError, require
 
-METHODS = ("minmax", "entropy", "percentile")
+METHODS = ("minmax", "entropy", "percentile", "auto")  # auto: per tensor (int8_ranges)
 FALLBACK_PRECISIONS = ("int16", "float")
 QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")
 
@@ -111,7 +111,8 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, dataset, options: 
     from onnxruntime.quantization import CalibrationMethod
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[options.method]
+              "percentile": CalibrationMethod.Percentile,
+              "auto": CalibrationMethod.MinMax}[options.method]
     extra: dict = {"ActivationSymmetric": options.symmetric, "WeightSymmetric": True}
     if options.method == "percentile":
         extra["CalibPercentile"] = options.percentile
@@ -124,6 +125,9 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, dataset, options: 
             try:
                 pre = _prepared(fp32_path, Path(prep_dir or tmp), dataset, options, input_name,
                                 Path(tmp) / "build.onnx")
+                if options.method == "auto":
+                    calibration_cache = _chosen_ranges(pre, dataset, options, input_name,
+                                                       calibration_cache or Path(tmp) / "r.json")
                 _quantize(pre, out_path, dataset, options, input_name, method, extra,
                           calibration_cache)
             finally:
@@ -164,6 +168,23 @@ def _prepared(fp32_path, prep_dir: Path, dataset, options: QuantOptions, input_n
                            63 if options.resolved_reduce_range() else 127)
     onnx.save(proto, str(build))
     return build
+
+
+def _chosen_ranges(pre: Path, dataset, options: QuantOptions, input_name: str,
+                   cache: str | Path) -> Path:
+    """ORT's calibration cache with each tensor's range chosen by measured Q/DQ noise
+    (:mod:`ffedge.export.int8_ranges`), computed once per cache file."""
+    from onnxruntime.quantization import quantize_static
+
+    from ffedge.export.int8_ranges import write_chosen_ranges
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise FFEdgeError("--method auto needs onnxruntime >= 1.32 (calibration "
+                          "cache); use --method minmax")
+    if not Path(cache).exists():
+        write_chosen_ranges(pre, dataset.as_ort_reader(input_name), _feeds(dataset, input_name),
+                            cache, options.symmetric)
+    return Path(cache)
 
 
 def _feeds(dataset, input_name: str) -> list[dict]:
