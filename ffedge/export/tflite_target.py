@@ -328,6 +328,7 @@ class TFLiteTarget(Target):
         reused by every fallback trial); the DCN sampling stays float."""
         from ffedge.export.tflite_quant import (
             DECODE_SCOPE,
+            FUSE_ISLANDS,
             fuse_float_islands,
             quantize_float_tflite,
         )
@@ -341,7 +342,8 @@ class TFLiteTarget(Target):
         data = quantize_float_tflite(ctx.state["float_tflite"], samples, opts.per_channel,
                                      scopes, ctx.request.threads)
         ctx.state["float_scopes"] = True
-        data = fuse_float_islands(data)  # int8 LEAKY_RELU instead of float round trips
+        if FUSE_ISLANDS:  # int8 LEAKY_RELU instead of float round trips (off: docs/mobile.md)
+            data = fuse_float_islands(data)
         ctx.extra["quantization"] = {
             "backend": "ai-edge-quantizer static (after litert-torch FP32 conversion)",
             "weights": "int8 symmetric " + ("per-channel" if opts.per_channel else "per-tensor"),
