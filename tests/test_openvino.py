@@ -101,6 +101,49 @@ def test_int8_nncf_on_synthetic_images(tmp_path):
     assert r.infer(np.zeros((1, 3, *SIZE), np.float32))[1].shape[-1] == 2
 
 
+def test_every_fallback_candidate_kept_float_leaves_no_fakequantize(nano_ir, tmp_path):
+    """The fallback search can reach an all-float graph: ignoring every candidate name
+    (convs + the elementwise sites NNCF also quantises) leaves no FakeQuantize. Before,
+    eca_cbam kept 117 FakeQuantize with every conv float and could not pass the gate."""
+    from ffedge.calibration import CalibrationDataset
+    from ffedge.export.openvino_target import (
+        ELEMENTWISE_TYPES,
+        nncf_quantize,
+        quantizable_names,
+    )
+    from ffedge.runtimes.openvino_runner import openvino
+    from ffedge.specs import spec_for
+
+    pytest.importorskip("nncf")
+    ir = openvino().Core().read_model(str(nano_ir[0]))
+    files = sorted(synthetic_images(tmp_path / "c", 2).iterdir())
+    ds = CalibrationDataset(files, spec_for("nano_b"), SIZE, cache=False, progress=False)
+    convs = quantizable_names(ir)
+    names = convs + quantizable_names(ir, ELEMENTWISE_TYPES)
+
+    def fq(model):
+        return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+
+    assert fq(nncf_quantize(ir, ds, "mixed", convs)) > 0  # convs alone do not reach it
+    assert fq(nncf_quantize(ir, ds, "mixed", names)) == 0
+
+
+@pytest.mark.slow
+def test_eca_cbam_openvino_int8_defaults_pass_the_gate(tmp_path):
+    """Issue 12: `ffexport openvino --model eca_cbam --precision int8 --calib <photos>`
+    passes F1 >= 0.98 on the held-out photos (plain NNCF: 0.92)."""
+    from .conftest import need_shared
+
+    pytest.importorskip("nncf")
+    images = need_shared("images")
+    out = tmp_path / "eca_int8.xml"
+    assert ffexport(["openvino", "--model", "eca_cbam", "--precision", "int8", "--calib",
+                     str(images), "-o", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    meta = load_runner(artifact=out).info.extra["metadata"].extra
+    assert meta["fidelity"]["f1"] >= 0.98
+    assert meta["quantization"]["fallback_nodes"] > 0
+
+
 def test_gate_failure_leaves_nothing(tmp_path):
     calib = synthetic_images(tmp_path / "calib", 3)
     out = tmp_path / "never.xml"

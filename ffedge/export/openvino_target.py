@@ -29,6 +29,13 @@ INT8_VIA = ("nncf", "qdq")
 DEFAULT_INT8_VIA = "nncf"
 PRESETS = ("mixed", "performance")
 QUANTIZABLE_TYPES = ("Convolution", "GroupConvolution", "MatMul")
+# ops NNCF (mixed preset) also puts FakeQuantize on the inputs of: with every conv kept
+# float, eca_cbam's 117 such sites alone cost F1 0.977 at --optimize 1 (gates, BiFPN adds,
+# DCN reshapes), and at level 2 the 15 tap-sum ReduceSums alone 0.964, so the fallback
+# search must be able to keep them float too
+ELEMENTWISE_TYPES = ("Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum",
+                     "Concat", "Reshape", "ReduceMean", "ReduceMax", "ReduceSum",
+                     "Interpolate", "Pad", "MaxPool", "AvgPool")
 
 
 @dataclass(frozen=True)
@@ -80,10 +87,10 @@ def convert_onnx(path: str | Path) -> Any:
     return model
 
 
-def quantizable_names(model: Any) -> list[str]:
+def quantizable_names(model: Any, types: tuple[str, ...] = QUANTIZABLE_TYPES) -> list[str]:
     """Friendly names of the ops NNCF quantises (ignored-scope candidates)."""
     return [op.get_friendly_name() for op in model.get_ordered_ops()
-            if op.get_type_name() in QUANTIZABLE_TYPES]
+            if op.get_type_name() in types]
 
 
 def save_ir(model: Any, xml: Path, fp16: bool) -> None:
@@ -227,17 +234,19 @@ class OpenVinoTarget(Target):
 def _ranked_ir_names(ctx: ExportContext) -> list[str]:
     """NNCF ignored-scope candidates, worst first: the IR's quantisable ops ranked by the
     measured sensitivity of the same nodes in an ORT QDQ build of the same ONNX graph
-    (IR friendly names = ONNX node names, convs + ``/WithoutBiases``); unranked ops
-    follow in graph order."""
+    (IR friendly names = ONNX node names, convs + ``/WithoutBiases``); unranked convs
+    follow in graph order, then the elementwise quantisation sites (last: only a model
+    that no set of float convs recovers reaches them)."""
     from ffedge.export.int8_ort import QuantOptions, _feeds, quantize_qdq
     from ffedge.export.pipeline import FALLBACK
     from ffedge.export.sensitivity import rank_qdq, ranked_fallback
 
     FALLBACK.setdefault("ranked", ranked_fallback)
     ir_names = quantizable_names(ctx.state["fp32"])
+    elementwise = quantizable_names(ctx.state["fp32"], ELEMENTWISE_TYPES)
     dataset = ctx.state.get("calibration")
     if dataset is None:
-        return ir_names
+        return ir_names + elementwise
     qdq = ctx.tmp / "rank_qdq.onnx"
     quantize_qdq(ctx.state["onnx"], qdq, dataset, QuantOptions(equalize=False))
     import onnx
@@ -247,7 +256,7 @@ def _ranked_ir_names(ctx: ExportContext) -> list[str]:
     known = set(ir_names)
     out = [m for n in ranked for m in (n, f"{n}/WithoutBiases") if m in known]
     out = list(dict.fromkeys(out))
-    return out + [n for n in ir_names if n not in set(out)]
+    return out + [n for n in ir_names if n not in set(out)] + elementwise
 
 
 def export_openvino(model: str, checkpoint: str | Path | None = None,
