@@ -45,8 +45,9 @@ FLOAT_SCOPES = (r"tflite_dcn\.Sampler_", r"MobileNetV1_body/[^;]*Sequential_stag
 #: Off: on V1 at 640 it saved no measurable time on XNNPACK here (fused/unfused p50 0.88-1.03
 #: over three alternating runs) and the gate's F1 went 0.9935 -> 0.9806 (one face of 77).
 FUSE_ISLANDS = False
-#: Ops outside the deployment wrapper: the in-graph decoding (and its float outputs).
-DECODE_SCOPE = r"^(?!.*DeployWrapper_inner)"
+#: Ops outside the deployment wrapper: the in-graph decoding (and its float outputs); not
+#: the graph input (its scope is its own name), which ``--io int8|uint8`` needs quantised.
+DECODE_SCOPE = r"^(?!serving_default_images)(?!.*DeployWrapper_inner)"
 
 
 def _recipe(quantizer: Any, per_channel: bool, float_scopes: Sequence[str]) -> None:
