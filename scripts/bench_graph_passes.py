@@ -38,10 +38,10 @@ def conv_gmacs(proto) -> float:
     macs = 0
     for node in proto.graph.node:
         if node.op_type in ("Conv", "DeformConv") and node.input[1] in weights:
-            _, cin_g, kh, kw = weights[node.input[1]]
+            _, cin_g, *kernel = weights[node.input[1]]  # 2-D convs and ECA's 1-D conv
             out = shapes.get(node.output[0])
             if out:
-                macs += int(np.prod(out)) * cin_g * kh * kw
+                macs += int(np.prod(out)) * cin_g * int(np.prod(kernel))
     return macs / 1e9
 
 
