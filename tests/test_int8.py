@@ -154,3 +154,21 @@ def test_v1_openvino_int8_defaults_pass_the_gate_on_real_photos(tmp_path, shared
     meta = load_runner(artifact=out).info.extra["metadata"].extra
     assert meta["fidelity"]["f1"] >= 0.98
     assert meta["quantization"]["fallback_nodes"] <= 10  # a few of its 102 int8-able ops
+
+
+def test_report_says_how_many_convs_run_in_int8(tmp_path):
+    """The report and metadata count the int8 convs; an export that keeps most convs
+    float (here every Conv excluded) says it will gain little from INT8."""
+    calib = synthetic_images(tmp_path / "calib", 5)
+    full = export_int8("nano_b", calib, output=tmp_path / "a.onnx", input_size=(96, 96),
+                       num_images=3, num_eval=2, min_f1=0.0, cache_dir=tmp_path / "cache")
+    meta = load_runner(artifact=tmp_path / "a.onnx").info.extra["metadata"].extra
+    int8, total = meta["int8_convs"]["int8"], meta["int8_convs"]["total"]
+    assert total > 50 and int8 > total / 2
+    assert f"{int8} of {total} convs run in int8" in full.notes
+    assert not any("stayed float" in n for n in full.notes)
+    none = export_int8("nano_b", calib, output=tmp_path / "b.onnx", input_size=(96, 96),
+                       num_images=3, num_eval=2, min_f1=0.0, cache_dir=tmp_path / "cache",
+                       options=QuantOptions(exclude=("Conv",)))
+    assert f"0 of {total} convs run in int8" in none.notes
+    assert any("stayed float" in n for n in none.notes)

@@ -98,6 +98,8 @@ def test_int8_nncf_on_synthetic_images(tmp_path):
     meta = r.info.extra["metadata"].extra
     assert r.info.precision == "int8" and meta["quantization"]["backend"] == "nncf"
     assert meta["calibration"]["images"] == 3
+    assert meta["int8_convs"]["total"] > 50  # counted from the IR: FakeQuantize-fed convs
+    assert meta["int8_convs"]["int8"] > meta["int8_convs"]["total"] / 2
     assert r.infer(np.zeros((1, 3, *SIZE), np.float32))[1].shape[-1] == 2
 
 

@@ -101,6 +101,17 @@ class OnnxTarget(Target):
 
         return node_histogram(onnx.load(str(candidate), load_external_data=False))
 
+    def int8_coverage(self, ctx: ExportContext, candidate: Path) -> tuple[int, int] | None:
+        """Convs whose data and weight inputs both come from DequantizeLinear (what
+        onnxruntime fuses into QLinearConv), of all Conv nodes."""
+        import onnx
+
+        graph = onnx.load(str(candidate), load_external_data=False).graph
+        producer = {o: n.op_type for n in graph.node for o in n.output}
+        convs = [n for n in graph.node if n.op_type == "Conv"]
+        int8 = sum(all(producer.get(i) == "DequantizeLinear" for i in n.input[:2]) for n in convs)
+        return int8, len(convs)
+
 
 def _dataset_key(dataset: Any, quant: QuantOptions) -> str:
     """Same calibration files and method -> same cached ranges and equalised graph."""

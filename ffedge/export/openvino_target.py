@@ -230,6 +230,15 @@ class OpenVinoTarget(Target):
     def histogram(self, ctx: ExportContext, candidate: Path) -> dict[str, int]:
         return ir_histogram(ctx.state["models"][candidate])
 
+    def int8_coverage(self, ctx: ExportContext, candidate: Path) -> tuple[int, int] | None:
+        """(Group)Convolutions whose data input NNCF quantised (a FakeQuantize feeds it), of
+        all of them."""
+        convs = [op for op in ctx.state["models"][candidate].get_ops()
+                 if op.get_type_name() in ("Convolution", "GroupConvolution")]
+        int8 = sum(op.input_value(0).get_node().get_type_name() == "FakeQuantize"
+                   for op in convs)
+        return int8, len(convs)
+
 
 def _ranked_ir_names(ctx: ExportContext) -> list[str]:
     """NNCF ignored-scope candidates, worst first: the IR's quantisable ops ranked by the

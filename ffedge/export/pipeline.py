@@ -141,6 +141,10 @@ class Target(ABC):
     def histogram(self, ctx: ExportContext, candidate: Path) -> dict[str, int]:
         return {}
 
+    def int8_coverage(self, ctx: ExportContext, candidate: Path) -> tuple[int, int] | None:
+        """``(convs that run in int8, all convs)`` of a quantised candidate (None: unknown)."""
+        return None
+
     def sidecar_text(self, meta: ArtifactMetadata) -> str:
         return sidecar_json(meta)
 
@@ -325,7 +329,22 @@ def _quantised(impl: Target, ctx: ExportContext, out: Path
         raise FFEdgeError(f"fidelity gate failed, nothing written to {out}: F1 "
                           f"{parity.detections.f1:.4f} < {min_f1} on {parity.images} held-out "
                           f"images{hint}")
+    _note_coverage(impl, ctx, candidate)
     return candidate, parity, min_f1, ctx.trained or req.min_f1 is not None
+
+
+def _note_coverage(impl: Target, ctx: ExportContext, candidate: Path) -> None:
+    """Say how much of the model is really int8: a gate passed by keeping most convs float
+    is an artifact with little of INT8's speed or size (eca_cbam on OpenVINO: none)."""
+    coverage = impl.int8_coverage(ctx, candidate)
+    if coverage is None:
+        return
+    int8, total = coverage
+    ctx.extra["int8_convs"] = {"int8": int8, "total": total}
+    ctx.notes.append(f"{int8} of {total} convs run in int8")
+    if total and int8 < total / 2:
+        ctx.notes.append("most convs stayed float to pass the gate: expect little of INT8's "
+                         "speed or size gain over FP32 (docs/int8.md)")
 
 
 def _fallback(impl: Target, ctx: ExportContext, plan: CalibrationPlan, batches, min_f1: float,
