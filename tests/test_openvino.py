@@ -131,6 +131,24 @@ def test_every_fallback_candidate_kept_float_leaves_no_fakequantize(nano_ir, tmp
 
 
 @pytest.mark.slow
+def test_int8_keeps_the_dcn_sampling_path_float(tmp_path):
+    """NNCF never quantises GridSample or the level-2 tap sums (ReduceSum): quantising the
+    sums alone cost v2_ca every int8 conv (0 of 78 -> 48 of 78 with them float)."""
+    import openvino as ov
+
+    calib = synthetic_images(tmp_path / "calib", 5)
+    out = tmp_path / "v1_int8.xml"
+    export_openvino("v1", output=out, input_size=(96, 96), precision="int8", calib=calib,
+                    num_images=3, num_eval=2, min_f1=0.0, cache_dir=tmp_path / "cache")
+    ops = ov.Core().read_model(str(out)).get_ops()
+    sampling = [op for op in ops if op.get_type_name() in ("GridSample", "ReduceSum")]
+    assert len(sampling) == 30  # 15 DCN: one GridSample + one tap sum each (level 2)
+    for op in sampling:
+        assert all(op.input_value(i).get_node().get_type_name() != "FakeQuantize"
+                   for i in range(op.get_input_size()))
+    assert any(op.get_type_name() == "FakeQuantize" for op in ops)
+
+
 def test_eca_cbam_openvino_int8_defaults_pass_the_gate(tmp_path):
     """Issue 12: `ffexport openvino --model eca_cbam --precision int8 --calib <photos>`
     passes F1 >= 0.98 on the held-out photos (plain NNCF: 0.92)."""
