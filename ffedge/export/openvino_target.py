@@ -29,13 +29,13 @@ INT8_VIA = ("nncf", "qdq")
 DEFAULT_INT8_VIA = "nncf"
 PRESETS = ("mixed", "performance")
 QUANTIZABLE_TYPES = ("Convolution", "GroupConvolution", "MatMul")
+#: op types NNCF never quantises: the DCN sampling path, float as TensorRT's rules keep it
+#: (GridSample reads float grids; quantising the level-2 tap sums' inputs alone gave eca_cbam
+#: F1 0.964 and cost v2_ca every int8 conv)
+FLOAT_TYPES = ("GridSample", "ReduceSum")
 # ops NNCF (mixed preset) also puts FakeQuantize on the inputs of: with every conv kept
 # float, eca_cbam's 117 such sites alone cost F1 0.977 at --optimize 1 (gates, BiFPN adds,
-# DCN reshapes), and at level 2 the 15 tap-sum ReduceSums alone 0.964, so the fallback
-# search must be able to keep them float too
-#: op types NNCF never quantises: the DCN sampling path (GridSample reads float grids; the
-#: level-2 tap sums add 9 sampled taps — quantising their inputs alone gave eca_cbam F1 0.964)
-FLOAT_TYPES = ("GridSample", "ReduceSum")
+# DCN reshapes), so the fallback search must be able to keep them float too
 ELEMENTWISE_TYPES = ("Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum",
                      "Concat", "Reshape", "ReduceMean", "ReduceMax", "ReduceSum",
                      "Interpolate", "Pad", "MaxPool", "AvgPool")
@@ -155,8 +155,6 @@ def nncf_quantize(fp32: Any, dataset, preset: str, excluded: list[str]) -> Any:
             preset=nncf.QuantizationPreset.MIXED if preset == "mixed"
             else nncf.QuantizationPreset.PERFORMANCE,
             subset_size=len(dataset),
-            # the deformable convs' sampling path stays float, as TensorRT's rules keep it:
-            # the tap-major DCN's masked tap sums (level 2) cost v2_ca every int8 conv
             ignored_scope=nncf.IgnoredScope(names=list(excluded), types=list(FLOAT_TYPES),
                                             validate=False),
         )

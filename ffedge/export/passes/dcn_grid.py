@@ -87,14 +87,19 @@ class AffineGridDCN(DeformableConv2d):
         return (along_x.reshape(2 * k, 1, wo), along_y.reshape(2 * k, ho, 1),
                 size.reshape(2 * k, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _native(self, x: torch.Tensor) -> torch.Tensor:
+        """The ONNX ``DeformConv`` lowering: original (dy, dx) offsets, the 2x kernel."""
         weight, bias = self.regular_conv.weight, self.regular_conv.bias
+        if bias is None:
+            bias = torch.zeros(weight.shape[0], dtype=x.dtype, device=x.device)
+        mask = torch.sigmoid(self.modulator_conv(x))
+        return _NativeDeformConv.apply(x, weight, self.offset_conv(x), mask, bias,
+                                       self.stride, self.padding, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.lowering == "native" and torch.onnx.is_in_onnx_export():
-            if bias is None:
-                bias = torch.zeros(weight.shape[0], dtype=x.dtype, device=x.device)
-            mask = torch.sigmoid(self.modulator_conv(x))
-            return _NativeDeformConv.apply(x, weight, self.offset_conv(x), mask, bias,
-                                           self.stride, self.padding, 1)
+            return self._native(x)
+        bias = self.regular_conv.bias
         b, c, h, w = x.shape
         off, mask = self._offsets_and_mask(x)
         k, (ho, wo) = self.kh * self.kw, off.shape[-2:]

@@ -70,16 +70,6 @@ class TapMajorDCN(AffineGridDCN):
         bias = self.regular_conv.bias
         return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
-    def _native(self, x: torch.Tensor) -> torch.Tensor:
-        from ffedge.models.dcn import _NativeDeformConv
-
-        weight, bias = self.regular_conv.weight, self.regular_conv.bias
-        if bias is None:
-            bias = torch.zeros(weight.shape[0], dtype=x.dtype, device=x.device)
-        mask = torch.sigmoid(self.modulator_conv(x))
-        return _NativeDeformConv.apply(x, weight, self.offset_conv(x), mask, bias,
-                                       self.stride, self.padding, 1)
-
 
 def tap_major_dcn(net: nn.Module) -> int:
     """Replace every :class:`AffineGridDCN` (the level-1 form) in place; returns how many."""
