@@ -3,10 +3,12 @@
 Bilinear sampling is linear and acts per channel, so it commutes with a 1x1 channel mix:
 ``sum_k W_k · sample_k(x) == sum_k sample_k(W_k · x)``. Instead of sampling all ``Cin``
 input channels at ``k`` taps and contracting ``Cin·k -> Cout`` with one MatMul, the ``k``
-kernel slices run first as **one MatMul** ``[k·Cout, Cin] x [Cin, H·W]`` on the planar input
-map (a 1x1 Conv would compute the same, but OpenVINO writes convs in a blocked layout and
-GridSample reads planar: reordering the conv's ``k·Cout``-channel output cost more than the
-MatMul saves), the result is viewed as ``k`` images of ``Cout`` channels and
+kernel slices run first as **one MatMul** ``[k·Cout, Cin] x [Cin, H·W]`` (a 1x1 Conv would
+compute the same, but OpenVINO writes convs channels-last and GridSample reads planar:
+reordering the conv's ``k·Cout``-channel output cost more than the MatMul saves). The map
+enters the MatMul as ``transpose([H·W, Cin])``, its channels-last view — the memory as
+OpenVINO's convs leave it — so OpenVINO folds both transposes into the MatMul instead of
+reordering ``x`` to planar first. The result is viewed as ``k`` images of ``Cout`` channels and
 sampled by **one GridSample** (tap ``t``'s image at tap ``t``'s grid, batched), then masked
 and summed over taps (Mul + ReduceSum). Zeros outside the map stay zeros (``W·0 = 0``; the
 bias is added after the sum).
@@ -59,10 +61,13 @@ class TapMajorDCN(AffineGridDCN):
         along_x, along_y, size = self._grid_terms(h, w, ho, wo, x)
         grid = ((2.0 * (off + along_x + along_y) + 1.0) / size - 1.0).reshape(b, k, 2, ho, wo)
         grid = grid.permute(0, 1, 3, 4, 2).reshape(b * k, ho, wo, 2)
-        # a MatMul on the planar map, not a 1x1 Conv: OpenVINO runs convs in a blocked
-        # layout, and GridSample reads planar — reordering x (Cin channels) costs less
-        # than reordering the conv's k*Cout-channel output (measured: 1.26x vs 1.21x on V1)
-        taps = torch.matmul(self.tap_kernel, x.reshape(b, -1, h * w)).reshape(b * k, cout, h, w)
+        # a MatMul, not a 1x1 Conv: OpenVINO runs convs channels-last, and GridSample reads
+        # planar — a conv's k*Cout-channel output would need a reorder (V1 1.21x instead of
+        # 1.26x). The map enters as the transpose of its channels-last view, [H*W, Cin]:
+        # that is x's memory as OpenVINO's convs leave it, so the transposes fold into the
+        # MatMul (transpose_b) instead of a reorder of x to planar (V1 1.26x -> 1.31x)
+        rows = x.permute(0, 2, 3, 1).reshape(b, h * w, -1)
+        taps = torch.matmul(self.tap_kernel, rows.transpose(1, 2)).reshape(b * k, cout, h, w)
         sampled = F.grid_sample(taps, grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=False)
         sampled = sampled * mask.reshape(b * k, 1, ho, wo)
