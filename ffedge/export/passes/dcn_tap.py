@@ -8,7 +8,8 @@ compute the same, but OpenVINO writes convs channels-last and GridSample reads p
 reordering the conv's ``k·Cout``-channel output cost more than the MatMul saves). The map
 enters the MatMul as ``transpose([H·W, Cin])``, its channels-last view — the memory as
 OpenVINO's convs leave it — so OpenVINO folds both transposes into the MatMul instead of
-reordering ``x`` to planar first. The result is viewed as ``k`` images of ``Cout`` channels and
+reordering ``x`` to planar first; the sampling grid likewise starts from the offsets'
+channels-last view. The result is viewed as ``k`` images of ``Cout`` channels and
 sampled by **one GridSample** (tap ``t``'s image at tap ``t``'s grid, batched), then masked
 and summed over taps (Mul + ReduceSum). Zeros outside the map stay zeros (``W·0 = 0``; the
 bias is added after the sum).
@@ -59,8 +60,11 @@ class TapMajorDCN(AffineGridDCN):
         off, mask = self._offsets_and_mask(x)
         ho, wo = off.shape[-2:]
         along_x, along_y, size = self._grid_terms(h, w, ho, wo, x)
-        grid = ((2.0 * (off + along_x + along_y) + 1.0) / size - 1.0).reshape(b, k, 2, ho, wo)
-        grid = grid.permute(0, 1, 3, 4, 2).reshape(b * k, ho, wo, 2)
+        grid = (2.0 * (off + along_x + along_y) + 1.0) / size - 1.0  # [b, 2k, Ho, Wo]
+        # channels-last as the offset conv leaves it, [Ho, Wo, k, 2], then one Transpose to
+        # tap-major (OpenVINO: no reorder to planar before it; V1 1.01-1.03x)
+        grid = grid.permute(0, 2, 3, 1).reshape(b, ho, wo, k, 2).permute(0, 3, 1, 2, 4)
+        grid = grid.reshape(b * k, ho, wo, 2)
         # a MatMul, not a 1x1 Conv: OpenVINO runs convs channels-last, and GridSample reads
         # planar — a conv's k*Cout-channel output would need a reorder (V1 1.21x instead of
         # 1.26x). The map enters as the transpose of its channels-last view, [H*W, Cin]:
