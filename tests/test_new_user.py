@@ -174,6 +174,21 @@ def test_ffdetect_output_that_is_a_file(capsys, bad_files, photo):
     assert existing.read_text() == "a file, not a folder"  # untouched
 
 
+@pytest.mark.parametrize("main, argv, fix", [
+    (ffexport, ["openvino", "--model", "v1", "--optimize", "5"], ["--optimize", "0, 1, 2"]),
+    (ffdetect, [], ["IMAGE"]),
+    (ffbench, ["sweep", "--model", "nano_b"], ["--images"]),
+])
+def test_usage_errors_are_one_line_without_the_usage_block(capsys, main, argv, fix):
+    """argparse's own errors too: one ``error:`` line naming the flag and ``--help``, not the
+    whole usage block above it."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    rc, cap = exc.value.code, capsys.readouterr()
+    one_error(rc, cap.out, cap.err, *fix, "--help")
+    assert "usage:" not in cap.out + cap.err
+
+
 # --- item 5 (the lead's fixes, replayed) -----------------------------------------------------
 
 def test_output_suffix_must_match_the_target(capsys, tmp_path):

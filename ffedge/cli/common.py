@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ffedge.errors import FFEdgeError
 from ffedge.spec import SIZE_DIVISOR
@@ -17,6 +17,15 @@ EXIT_USAGE = 2
 def fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (argparse prints the whole usage block
+    first): ``error: ffexport openvino: argument --optimize: invalid choice: 5 (choose from
+    0, 1, 2); see ffexport openvino --help``, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message}; see {self.prog} --help\n")
 
 
 def guarded(fn: Callable[[], int]) -> int:
@@ -59,7 +68,7 @@ def dispatch(
     that does not start with a subcommand name runs that one (``ffbench --runtime ...``).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = Parser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in subcommands.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -71,13 +80,12 @@ def dispatch(
         return 0 if argv else EXIT_USAGE
     name = argv[0]
     if name not in subcommands:
-        parser.print_usage(sys.stderr)
         return fail(f"unknown command {name!r}; choose one of: {', '.join(subcommands)}")
 
     def run() -> int:
         source = subcommands[name][0]
         module = importlib.import_module(source) if isinstance(source, str) else source()
-        sp = argparse.ArgumentParser(prog=f"{prog} {name}", description=subcommands[name][1])
+        sp = Parser(prog=f"{prog} {name}", description=subcommands[name][1])
         module.add_arguments(sp)
         args = sp.parse_args(argv[1:])
         return module.run(args)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ffedge.cli.common import guarded
+from ffedge.cli.common import Parser, guarded
 from ffedge.errors import FFEdgeError
 from ffedge.spec import DECODE, SIZE_DIVISOR
 
@@ -24,7 +24,7 @@ SLOW_PIXELS = 4_000_000  # V1 on 2 CPU threads: ~1-2 s per 4 MP; larger ones get
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="ffdetect",
         description="Detect faces (boxes, scores, five landmarks) with a FeatherFace model or "
                     "an exported artifact.",
