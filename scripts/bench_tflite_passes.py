@@ -37,7 +37,7 @@ def export_level(model: str, level: int, size: int, precision: str, folder: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mobile_bench import time_all
+    from mobile_bench import load_line, report, time_all
 
     from ffedge.export import tflite_flatbuffer as tfb
 
@@ -72,13 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{p50[0] / p50[1]:.2f}× |")
     text = "\n".join(lines) + (
         f"\n\nXNNPACK, {a.threads} threads, {a.rounds} alternating rounds of "
-        f"{max(1, a.runs // a.rounds)} runs after 3 warm-ups; load average (1, 5, 15 min) "
-        f"before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, after {after[0]:.2f} "
-        f"{after[1]:.2f} {after[2]:.2f} on {os.cpu_count()} CPUs")
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    return 0
+        f"{max(1, a.runs // a.rounds)} runs after 3 warm-ups; " + load_line(before, after))
+    return report(text, a.out)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,21 @@ def table(paths: dict, times: dict, sizes: list, precisions: list[str]) -> str:
     return "\n".join(lines)
 
 
+def load_line(before: tuple, after: tuple) -> str:
+    """The load averages around a timing run: the noise a reader should weigh."""
+    return ("load average (1, 5, 15 min) before timing "
+            f"{before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, after "
+            f"{after[0]:.2f} {after[1]:.2f} {after[2]:.2f} on {os.cpu_count()} CPUs")
+
+
+def report(text: str, out: str | None) -> int:
+    """Print the report and, with ``--out``, write it there too."""
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="nano_b")
@@ -115,13 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     times = time_all(paths, a.threads, a.runs, a.rounds)
     after = os.getloadavg()
     text = table(paths, times, sizes, a.precisions)
-    text += ("\n\nload average (1, 5, 15 min) before timing "
-             f"{before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, after "
-             f"{after[0]:.2f} {after[1]:.2f} {after[2]:.2f} on {os.cpu_count()} CPUs")
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    return 0
+    text += "\n\n" + load_line(before, after)
+    return report(text, a.out)
 
 
 if __name__ == "__main__":
